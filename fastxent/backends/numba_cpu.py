@@ -1,0 +1,947 @@
+"""CPU engine: Numba row kernels (top) and their launchers (bottom).
+
+Per-row semantics (the CUDA engine matches them; ``tests/reference.py`` is the oracle)
+-----------------------------------------------------------------------------------
+Softmax, row ``i`` with logits ``z`` (C classes), ``d_c = z_c - m``, ``m = max_c z_c``,
+``L = log sum_c exp(d_c)``, log-probabilities ``g_c = d_c - L`` (``from_logits=False``:
+``g_c = log clip(p_c [/ sum p], eps, 1 - eps)``). Target weights ``a_c = (1-ls) t_c + ls/C``
+(sparse: ``t = onehot(y)``), times ``cw_c`` in the PyTorch convention (``cw_inside``).
+Row loss ``-sum_c a_c g_c`` where classes with ``a_c == 0`` contribute exactly 0. A row with a
+NaN is NaN; with an infinite max it is NaN (max-shift formula). Correct iff the label is the
+first maximal index; rank = #{z_c > z_y} + #{c < y : z_c == z_y} (Keras: first term only).
+
+Sigmoid, element ``(i, c)``: ``sp(x) = max(x, 0) + log1p(exp(-|x|))``; loss
+``pw_c t' sp(-z) + (1 - t') sp(z)`` (probabilities: ``-(pw_c t' log p + (1-t') log(1-p))``
+with ``p`` clipped to ``[eps, 1-eps]`` and each log floored at ``log_floor``), times
+``col_weight_c``; zero-coefficient terms contribute 0; row loss = mean over C.
+
+Kernel structure: rows are split into one contiguous range per thread (the launcher runs
+one GIL-free kernel call per range on a small thread pool); every range owns its counts and
+its exponent bins, so the result does not depend on the thread
+count. Fast path per row: 1. max + finiteness check (``x - x`` is NaN iff x is not finite),
+2. one vectorised pass for exp/sums/counts, 3. per-row scalars. Rows with a NaN or inf take
+a scalar IEEE float64 slow path.
+
+Exact sums: each row's float64 contribution ``v = m * 2**(e-1075)`` (53-bit integer m) is
+added as two integers (its low 26 and high 27 bits) into bins indexed by exponent; int64 bins
+cannot overflow before ~2**36 rows. After the kernel the bins are carried into the canonical
+32-bit limbs of :mod:`fastxent._state`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+
+import numba as nb
+import numpy as np
+
+from .. import _state as S
+from . import Partial, SigmoidOptions, SoftmaxOptions
+from ._jit import jit_inline, jit_rows
+from ._numba_math import cast_like, f64_as_i64, fexp, flog, flog1p, rowmax, widen
+
+NAME = "numba"
+xp = np
+
+NBINS = S.NLIMBS * S.LIMB_BITS  # 2176 exponent bins: bin e weighs 2**(e - 1075)
+_MANT_LO_BITS = 26
+_LO_MASK = (1 << _MANT_LO_BITS) - 1
+_MANT_MASK = (1 << 52) - 1
+
+ROWS, SEEN, CAT, ELEM, EXACT = S.ROWS, S.SEEN, S.CAT, S.ELEM, S.EXACT
+ONEHOT, SUM1, BINARY, NANLOSS, POSINF, NEGINF, TOPK = (
+    S.ONEHOT, S.SUM1, S.BINARY, S.NANLOSS, S.POSINF, S.NEGINF, S.TOPK)
+X_LOSS, X_W, X_SW, X_CAT, X_ELEM, X_EXACT, X_TOPK = (
+    S.X_LOSS, S.X_W, S.X_SW, S.X_CAT, S.X_ELEM, S.X_EXACT, S.X_TOPK)
+
+# ============================================================================ exact sums
+
+
+@jit_inline
+def _bin_add(bins, q, v):
+    """bins[q] += v exactly (v finite float64)."""
+    if v == 0.0:
+        return
+    bits = f64_as_i64(v)
+    e = (bits >> 52) & 0x7FF
+    mant = bits & _MANT_MASK
+    if e == 0:
+        e = 1
+    else:
+        mant |= 1 << 52
+    lo = mant & _LO_MASK
+    hi = mant >> _MANT_LO_BITS
+    if bits < 0:
+        lo = -lo
+        hi = -hi
+    bins[q, e] += lo
+    bins[q, e + _MANT_LO_BITS] += hi
+
+
+@jit_inline
+def _add_loss(counts, bins, wl):
+    """Accumulate one row's weighted loss: finite values exactly, others in counters."""
+    if wl != wl:
+        counts[NANLOSS] += 1
+    elif wl == math.inf:
+        counts[POSINF] += 1
+    elif wl == -math.inf:
+        counts[NEGINF] += 1
+    else:
+        _bin_add(bins, X_LOSS, wl)
+
+
+@nb.njit(cache=True)
+def _bins_to_limbs(bins, out):
+    """Carry per-quantity exponent bins (int64, any sign) into canonical 32-bit limbs."""
+    nq = bins.shape[0]
+    for q in range(nq):
+        b = bins[q].copy()
+        for e in range(NBINS - _MANT_LO_BITS):
+            c = b[e] >> _MANT_LO_BITS
+            b[e] -= c << _MANT_LO_BITS
+            b[e + _MANT_LO_BITS] += c
+        for j in range(S.NLIMBS):
+            acc = 0
+            for k in range(S.LIMB_BITS):
+                acc += b[j * S.LIMB_BITS + k] << k
+            out[q, j] = acc
+        for j in range(S.NLIMBS - 1):
+            c = out[q, j] >> S.LIMB_BITS
+            out[q, j] -= c << S.LIMB_BITS
+            out[q, j + 1] += c
+
+
+# ============================================================================ row helpers
+
+
+@jit_inline
+def _first_index_of(zr, val):
+    """Smallest c with zr[c] == val (len if none), compared in val's dtype; a vectorisable
+    min-reduction."""
+    C = zr.shape[0]
+    idx = C
+    for c in range(C):
+        idx = c if (cast_like(widen(zr, c), val) == val and c < idx) else idx
+    return idx
+
+
+@jit_inline
+def _rank(zr, y, zy, any_tie):
+    """#{c: z_c > z_y} (+ #{c < y: z_c == z_y} unless the Keras any-tie rule is asked)."""
+    gt = 0
+    for c in range(zr.shape[0]):
+        gt += 1 if widen(zr, c) > zy else 0
+    if any_tie:
+        return gt
+    eq = 0
+    for c in range(y):
+        eq += 1 if widen(zr, c) == zy else 0
+    return gt + eq
+
+
+@jit_inline
+def _has_nan(zr):
+    for c in range(zr.shape[0]):
+        v = widen(zr, c)
+        if v != v:
+            return True
+    return False
+
+
+@jit_inline
+def _slow_softmax_loss(zr, tr, yi, dense, ls, cw, cw_inside, from_logits, renorm, eps):
+    """IEEE float64 row loss for rows with NaN/inf (see module docstring)."""
+    C = zr.shape[0]
+    if _has_nan(zr):
+        return math.nan
+    m = -math.inf
+    tot = 0.0
+    for c in range(C):
+        v = np.float64(widen(zr, c))
+        m = v if v > m else m
+        tot += v
+    if from_logits:
+        if not math.isfinite(m):
+            return math.nan
+        s = 0.0
+        for c in range(C):
+            s += math.exp(np.float64(widen(zr, c)) - m)
+        lse = math.log(s)
+    inv = 1.0 / tot if renorm else 1.0
+    loss = 0.0
+    for c in range(C):
+        if dense:
+            a = (1.0 - ls) * np.float64(widen(tr, c)) + ls / C
+        else:
+            a = (1.0 - ls) * (1.0 if c == yi else 0.0) + ls / C
+        if cw_inside:
+            a *= cw[c]
+        if a != 0.0:
+            v = np.float64(widen(zr, c))
+            if from_logits:
+                g = (v - m) - lse
+            else:
+                p = v * inv
+                p = min(max(p, eps), 1.0 - eps) if p == p else p
+                g = math.log(p)
+            loss -= a * g
+    return loss
+
+
+# ============================================================================ softmax kernels
+
+
+@jit_inline
+def _accumulate_softmax_row(counts, bins, wl, w, swi, correct, hits_row, ks, weighted, has_sw):
+    _add_loss(counts, bins, wl)
+    if weighted:
+        _bin_add(bins, X_W, w)
+    counts[CAT] += 1 if correct else 0
+    K = ks.shape[0]
+    for j in range(K):
+        counts[TOPK + j] += 1 if hits_row[j] else 0
+    if has_sw:
+        _bin_add(bins, X_SW, swi)
+        if correct:
+            _bin_add(bins, X_CAT, swi)
+        for j in range(K):
+            if hits_row[j]:
+                _bin_add(bins, X_TOPK + j, swi)
+
+
+@jit_rows
+def _softmax_sparse(
+    # data
+    z, y, sw, cw64, cw,
+    # shapes / strides
+    n, C, rs,
+    # constants
+    one, ignore, has_ignore, has_sw, has_cw, cw_inside, ls, from_logits, renorm, eps, ks, any_tie,
+    # outputs
+    want_rows, row_loss, row_correct, row_hits, counts, bins, first_bad, t_lo, t_hi,
+):
+    """Sparse softmax cross-entropy + accuracy + top-k over rows ``z[i*rs : i*rs + C]``.
+
+    z : 1-D logits buffer (float32/float64, or int16 = f16 bits, uint16 = bf16 bits)
+    y : (n,) int32/int64 labels; sw : (n,) float64 sample weights (empty if none)
+    cw64 : (C,) float64 class weights for row weights; cw : (C,) compute-dtype class weights
+        (ones if none) used inside rows (cw_inside)
+    rs : row stride in elements; one : 1 in the compute dtype (selects float32/float64 math)
+    counts : (T, NCOUNTS+K) int64; bins : (T, NX+K, NBINS) int64; first_bad : (T,) int64
+    """
+    T = counts.shape[0]
+    K = ks.shape[0]
+    zero = one - one
+    ninf = cast_like(-np.inf, one)
+    lsc = cast_like(ls, one)
+    omls = one - lsc
+    lsC = cast_like(ls / C, one)
+    epsc = cast_like(eps, one)
+    hi_clip = one - epsc
+    weighted = has_sw or has_cw
+    sumcw = 0.0
+    for c in range(C):
+        sumcw += cw[c]
+    dummy_t = np.zeros(1, dtype=np.float32)
+    for t in range(t_lo, t_hi):
+        cnt = counts[t]
+        bn = bins[t]
+        hits = np.zeros(max(K, 1), dtype=np.bool_)
+        r0 = t * n // T
+        r1 = (t + 1) * n // T
+        fb = -1
+        for i in range(r0, r1):
+            yi = np.int64(y[i])
+            cnt[SEEN] += 1
+            if has_ignore and yi == ignore:
+                if want_rows:
+                    row_loss[i] = zero
+                    row_correct[i] = False
+                    for j in range(K):
+                        row_hits[i, j] = False
+                continue
+            cnt[ROWS] += 1
+            swi = sw[i] if has_sw else 1.0
+            base = np.int64(i) * rs
+            zr = z[base:base + C]
+            for j in range(K):
+                hits[j] = False
+            correct = False
+            if yi < 0 or yi >= C:
+                if fb < 0:
+                    fb = i
+                loss = math.nan
+                w = swi
+            else:
+                # 1. max (integer-key reduction) and finiteness
+                m = rowmax(zr)
+                chk = zero
+                tot = zero
+                for c in range(C):
+                    v = widen(zr, c)
+                    chk += v - v
+                    tot += v
+                zy = widen(zr, yi)
+                nan_row = False
+                if chk == zero:
+                    # 2. one vectorised pass
+                    if from_logits:
+                        s = zero
+                        sd = zero
+                        scd = zero
+                        neq = zero
+                        for c in range(C):
+                            d = widen(zr, c) - m
+                            s += fexp(d)
+                            neq += one if d == zero else zero
+                            sd += d
+                            scd += cw[c] * d
+                        lse = flog(s)
+                        dy = zy - m
+                        # 3. loss = -sum_c a_c (d_c - L)
+                        if cw_inside:
+                            loss = (np.float64(omls) * cw64[yi] * np.float64(lse - dy)
+                                    + np.float64(lsC) * (np.float64(lse) * sumcw - np.float64(scd)))
+                        else:
+                            loss = np.float64(lse - omls * dy - lsC * sd)
+                    else:
+                        inv = one / tot if renorm else one
+                        neq = zero
+                        slp = zero
+                        sclp = zero
+                        for c in range(C):
+                            v = widen(zr, c)
+                            neq += one if v == m else zero
+                            p = v * inv
+                            p = p if p > epsc else epsc
+                            p = p if p < hi_clip else hi_clip
+                            lp = flog(p)
+                            slp += lp
+                            sclp += cw[c] * lp
+                        py = zy * inv
+                        py = py if py > epsc else epsc
+                        py = py if py < hi_clip else hi_clip
+                        lpy = flog(py)
+                        if cw_inside:
+                            loss = -(np.float64(omls) * cw64[yi] * np.float64(lpy)
+                                     + np.float64(lsC) * np.float64(sclp))
+                        else:
+                            loss = -np.float64(omls * lpy + lsC * slp)
+                else:
+                    nan_row = _has_nan(zr)
+                    loss = _slow_softmax_loss(zr, dummy_t, yi, False, ls, cw64,
+                                              cw_inside, from_logits, renorm, eps)
+                    neq = zero
+                    for c in range(C):
+                        neq += one if widen(zr, c) == m else zero
+                if not nan_row:
+                    if zy == m:
+                        correct = neq == one or _first_index_of(zr, m) == yi
+                    if K > 0:
+                        r = _rank(zr, yi, zy, any_tie)
+                        for j in range(K):
+                            hits[j] = r < ks[j]
+            # row weight for the loss denominator; cw_inside puts cw into the loss itself
+            valid = 0 <= yi < C
+            w = swi * cw64[yi] if (has_cw and valid) else swi
+            wl = swi * loss if cw_inside else w * loss
+            _accumulate_softmax_row(cnt, bn, wl, w, swi, correct, hits, ks, weighted, has_sw)
+            if want_rows:
+                row_loss[i] = cast_like(wl, one)
+                row_correct[i] = correct
+                for j in range(K):
+                    row_hits[i, j] = hits[j]
+        first_bad[t] = fb
+
+
+@jit_rows
+def _softmax_dense(
+    # data
+    z, tl, sw, cw64, cw,
+    # shapes / strides
+    n, C, rs, trs,
+    # constants
+    one, has_sw, has_cw, cw_inside, ls, from_logits, renorm, eps, ks, any_tie, thr, sum1_tol,
+    # outputs
+    want_rows, row_loss, row_correct, row_hits, counts, bins, first_bad, t_lo, t_hi,
+):
+    """Dense-label softmax: rows of ``z`` and of ``tl`` (same C, row strides rs / trs).
+
+    Also counts the element-wise side accuracy ``(x > thr) == (t > 0.5)`` (ELEM/EXACT) and
+    the label statistics used for task detection (ONEHOT/SUM1/BINARY). A label row with a
+    negative or non-finite value is bad: NaN loss, recorded in ``first_bad``.
+    """
+    T = counts.shape[0]
+    K = ks.shape[0]
+    zero = one - one
+    ninf = cast_like(-np.inf, one)
+    pinf = cast_like(np.inf, one)
+    half = cast_like(0.5, one)
+    lsc = cast_like(ls, one)
+    omls = one - lsc
+    lsC = cast_like(ls / C, one)
+    epsc = cast_like(eps, one)
+    hi_clip = one - epsc
+    thrc = cast_like(thr, one)
+    weighted = has_sw or has_cw
+    sumcw = 0.0
+    for c in range(C):
+        sumcw += cw[c]
+    for t in range(t_lo, t_hi):
+        cnt = counts[t]
+        bn = bins[t]
+        hits = np.zeros(max(K, 1), dtype=np.bool_)
+        r0 = t * n // T
+        r1 = (t + 1) * n // T
+        fb = -1
+        for i in range(r0, r1):
+            cnt[SEEN] += 1
+            cnt[ROWS] += 1
+            swi = sw[i] if has_sw else 1.0
+            base = np.int64(i) * rs
+            tb = np.int64(i) * trs
+            zr = z[base:base + C]
+            tr = tl[tb:tb + C]
+            for j in range(K):
+                hits[j] = False
+            correct = False
+            # 1. maxima, finiteness, label statistics
+            m = rowmax(zr)
+            chk = zero
+            tot = zero
+            tmax = cast_like(rowmax(tr), one)
+            tneg = zero
+            tchk = zero
+            st = zero
+            npos = zero
+            nbin = zero
+            for c in range(C):
+                v = widen(zr, c)
+                tv = cast_like(widen(tr, c), one)
+                chk += v - v
+                tot += v
+                tneg += one if tv < zero else zero
+                tchk += tv - tv
+                st += tv
+                npos += one if tv > zero else zero
+                nbin += one if (tv == zero or tv == one) else zero
+            if nbin == C:
+                cnt[BINARY] += 1
+                if npos == one:
+                    cnt[ONEHOT] += 1
+            if abs(np.float64(st) - 1.0) <= sum1_tol:
+                cnt[SUM1] += 1
+            ty = _first_index_of(tr, tmax) if tmax == tmax else 0
+            ty = ty if ty < C else 0
+            zy = widen(zr, ty)
+            bad = tchk != zero or tneg != zero
+            nan_row = False
+            er = zero
+            if bad:
+                if fb < 0:
+                    fb = i
+                loss = math.nan
+                nan_row = True
+                sct = 1.0
+            elif chk == zero:
+                # 2. one vectorised pass: loss sums, tie count, element-wise side accuracy
+                neq = zero
+                std = zero
+                sd = zero
+                sct = zero
+                sctd = zero
+                scd = zero
+                if from_logits:
+                    s = zero
+                    for c in range(C):
+                        v = widen(zr, c)
+                        tv = cast_like(widen(tr, c), one)
+                        d = v - m
+                        s += fexp(d)
+                        neq += one if d == zero else zero
+                        std += tv * d
+                        sd += d
+                        sct += cw[c] * tv
+                        sctd += cw[c] * tv * d
+                        scd += cw[c] * d
+                        er += one if ((v > thrc) == (tv > half)) else zero
+                    lse = flog(s)
+                    # 3. loss = -sum_c a_c (d_c - L) = L sum(a) - sum(a d)
+                    if cw_inside:
+                        loss = (np.float64(lse) * (np.float64(omls) * np.float64(sct) + np.float64(lsC) * sumcw)
+                                - (np.float64(omls) * np.float64(sctd) + np.float64(lsC) * np.float64(scd)))
+                    else:
+                        loss = (np.float64(lse) * (np.float64(omls) * np.float64(st) + np.float64(lsc))
+                                - (np.float64(omls) * np.float64(std) + np.float64(lsC) * np.float64(sd)))
+                else:
+                    inv = one / tot if renorm else one
+                    for c in range(C):
+                        v = widen(zr, c)
+                        tv = cast_like(widen(tr, c), one)
+                        neq += one if v == m else zero
+                        p = v * inv
+                        p = p if p > epsc else epsc
+                        p = p if p < hi_clip else hi_clip
+                        lp = flog(p)
+                        std += tv * lp
+                        sd += lp
+                        sct += cw[c] * tv
+                        sctd += cw[c] * tv * lp
+                        scd += cw[c] * lp
+                        er += one if ((v > thrc) == (tv > half)) else zero
+                    if cw_inside:
+                        loss = -(np.float64(omls) * np.float64(sctd) + np.float64(lsC) * np.float64(scd))
+                    else:
+                        loss = -(np.float64(omls) * np.float64(std) + np.float64(lsC) * np.float64(sd))
+                if zy == m:
+                    correct = neq == one or _first_index_of(zr, m) == ty
+            else:
+                nan_row = _has_nan(zr)
+                loss = _slow_softmax_loss(zr, tr, 0, True, ls, cw64, cw_inside,
+                                          from_logits, renorm, eps)
+                sct = 0.0
+                for c in range(C):
+                    v = widen(zr, c)
+                    tv = cast_like(widen(tr, c), one)
+                    sct += cw64[c] * np.float64(tv)
+                    er += one if (v == v and ((v > thrc) == (tv > half))) else zero
+                if not nan_row and zy == m:
+                    correct = _first_index_of(zr, m) == ty
+            if not nan_row and K > 0:
+                r = _rank(zr, ty, zy, any_tie)
+                for j in range(K):
+                    hits[j] = r < ks[j]
+            if cw_inside:
+                w = swi
+                wl = swi * loss
+            else:
+                w = swi * np.float64(sct) if has_cw else swi
+                wl = w * loss
+            _accumulate_softmax_row(cnt, bn, wl, w, swi, correct, hits, ks, weighted, has_sw)
+            cnt[ELEM] += np.int64(er)
+            cnt[EXACT] += 1 if er == C else 0
+            if has_sw:
+                _bin_add(bn, X_ELEM, swi * (er / C))
+                if er == C:
+                    _bin_add(bn, X_EXACT, swi)
+            if want_rows:
+                row_loss[i] = cast_like(wl, one)
+                row_correct[i] = correct
+                for j in range(K):
+                    row_hits[i, j] = hits[j]
+        first_bad[t] = fb
+
+
+# ============================================================================ sigmoid kernel
+
+
+@jit_inline
+def _sig_slow_elem(x, tp, pwc, from_logits, eps, log_floor):
+    """IEEE float64 element loss with the zero-coefficient rule (see module docstring)."""
+    if x != x:
+        return math.nan
+    a = pwc * tp
+    b = 1.0 - tp
+    if from_logits:
+        l1 = math.log1p(math.exp(-abs(x))) if math.isfinite(x) else 0.0
+        spn = max(-x, 0.0) + l1
+        spp = max(x, 0.0) + l1
+        return (a * spn if a != 0.0 else 0.0) + (b * spp if b != 0.0 else 0.0)
+    p = min(max(x, eps), 1.0 - eps) if eps > 0.0 else x
+    lp = max(math.log(p) if p > 0.0 else -math.inf, log_floor)
+    lq = max(math.log(1.0 - p) if p < 1.0 else -math.inf, log_floor)
+    return -((a * lp if a != 0.0 else 0.0) + (b * lq if b != 0.0 else 0.0))
+
+
+@jit_rows
+def _sigmoid(
+    # data
+    z, tl, sw, pw, colw,
+    # shapes / strides
+    n, C, rs, trs,
+    # constants
+    one, has_sw, ls, from_logits, eps, log_floor, thr, want_cat, sum1_tol,
+    # outputs
+    want_rows, row_loss, row_correct, row_elem, counts, bins, first_bad, t_lo, t_hi,
+):
+    """Sigmoid (binary / multilabel) cross-entropy + element-wise and exact-match accuracy.
+
+    pw, colw : (C,) compute-dtype pos_weight and per-column weights (ones when absent).
+    Row loss = mean over the row's C elements. CAT (only if ``want_cat``): first argmax of z
+    equals first argmax of t. Targets outside [0, 1] or NaN make the row bad.
+    """
+    T = counts.shape[0]
+    zero = one - one
+    ninf = cast_like(-np.inf, one)
+    half = cast_like(0.5, one)
+    lsc = cast_like(ls, one)
+    omls = one - lsc
+    ls2 = cast_like(ls / 2.0, one)
+    epsc = cast_like(eps, one)
+    hi_clip = one - epsc
+    floorc = cast_like(log_floor, one)
+    thrc = cast_like(thr, one)
+    for t in range(t_lo, t_hi):
+        cnt = counts[t]
+        bn = bins[t]
+        r0 = t * n // T
+        r1 = (t + 1) * n // T
+        fb = -1
+        for i in range(r0, r1):
+            cnt[SEEN] += 1
+            cnt[ROWS] += 1
+            swi = sw[i] if has_sw else 1.0
+            base = np.int64(i) * rs
+            tb = np.int64(i) * trs
+            zr = z[base:base + C]
+            tr = tl[tb:tb + C]
+            chk = zero
+            tbad = zero
+            st = zero
+            npos = zero
+            nbin = zero
+            sl = zero
+            er = zero
+            # 1. one vectorised pass over the row
+            if from_logits:
+                for c in range(C):
+                    x = widen(zr, c)
+                    tv = cast_like(widen(tr, c), one)
+                    chk += x - x
+                    tbad += zero if (tv >= zero and tv <= one) else one
+                    st += tv
+                    npos += one if tv > zero else zero
+                    nbin += one if (tv == zero or tv == one) else zero
+                    tp = omls * tv + ls2
+                    ax = x if x > zero else -x
+                    l1 = flog1p(fexp(-ax))
+                    spn = (-x if x < zero else zero) + l1
+                    spp = (x if x > zero else zero) + l1
+                    sl += colw[c] * (pw[c] * tp * spn + (one - tp) * spp)
+                    er += one if ((x > thrc) == (tv > half)) else zero
+            else:
+                for c in range(C):
+                    x = widen(zr, c)
+                    tv = cast_like(widen(tr, c), one)
+                    chk += x - x
+                    tbad += zero if (tv >= zero and tv <= one) else one
+                    st += tv
+                    npos += one if tv > zero else zero
+                    nbin += one if (tv == zero or tv == one) else zero
+                    tp = omls * tv + ls2
+                    p = x if x > epsc else epsc
+                    p = p if p < hi_clip else hi_clip
+                    lp = flog(p)
+                    lq = flog(one - p)
+                    lp = lp if lp > floorc else floorc
+                    lq = lq if lq > floorc else floorc
+                    sl -= colw[c] * (pw[c] * tp * lp + (one - tp) * lq)
+                    er += one if ((x > thrc) == (tv > half)) else zero
+            if nbin == C:
+                cnt[BINARY] += 1
+                if npos == one:
+                    cnt[ONEHOT] += 1
+            if abs(np.float64(st) - 1.0) <= sum1_tol:
+                cnt[SUM1] += 1
+            if tbad != zero:
+                if fb < 0:
+                    fb = i
+                loss = math.nan
+            elif chk == zero:
+                loss = np.float64(sl) / C
+            else:
+                # 2. IEEE slow path for rows with NaN/inf predictions
+                acc = 0.0
+                er = zero
+                for c in range(C):
+                    x = np.float64(widen(zr, c))
+                    tv = np.float64(widen(tr, c))
+                    tp = (1.0 - ls) * tv + ls / 2.0
+                    acc += np.float64(colw[c]) * _sig_slow_elem(x, tp, np.float64(pw[c]), from_logits,
+                                                                eps, log_floor)
+                    er += one if (x == x and ((x > thr) == (tv > 0.5))) else zero
+                loss = acc / C
+            cat = False
+            if want_cat:
+                mz = rowmax(zr)
+                mt = rowmax(tr)
+                if not _has_nan(zr):
+                    cat = _first_index_of(zr, mz) == _first_index_of(tr, mt)
+            wl = swi * loss
+            _add_loss(cnt, bn, wl)
+            exact = er == C
+            cnt[ELEM] += np.int64(er)
+            cnt[EXACT] += 1 if exact else 0
+            cnt[CAT] += 1 if cat else 0
+            if has_sw:
+                _bin_add(bn, X_W, swi)
+                _bin_add(bn, X_SW, swi)
+                _bin_add(bn, X_ELEM, swi * (er / C))
+                if exact:
+                    _bin_add(bn, X_EXACT, swi)
+                if cat:
+                    _bin_add(bn, X_CAT, swi)
+            if want_rows:
+                row_loss[i] = cast_like(wl, one)
+                row_correct[i] = exact
+                row_elem[i] = cast_like(er / C, one)
+        first_bad[t] = fb
+
+
+# ============================================================================ launchers
+
+_KERNEL_VIEW = {"float16": np.int16, "bfloat16": np.uint16, "bool": np.uint8}
+_ONES_CACHE: dict = {}
+
+
+def _kernel_view(a: np.ndarray) -> np.ndarray:
+    """Reinterpret float16 / bfloat16 / bool as the integer bit types the kernels widen."""
+    view = _KERNEL_VIEW.get(a.dtype.name)
+    return a.view(view) if view is not None else a
+
+
+def _compute_one(dtype: np.dtype):
+    return np.float64(1.0) if dtype == np.float64 else np.float32(1.0)
+
+
+def _row_buffer(a: np.ndarray):
+    """(flat 1-D buffer, row stride in elements) reading a 2-D array in place, or None when
+    the class axis is not contiguous (the launcher then copies row blocks)."""
+    n, C = a.shape
+    item = a.itemsize
+    s0, s1 = a.strides
+    if n == 0 or C == 0:
+        return np.zeros(1, dtype=a.dtype), 0
+    if (C > 1 and s1 != item) or s0 < 0 or s0 % item:
+        return None
+    rs = s0 // item if n > 1 else C
+    length = (n - 1) * rs + C
+    return np.lib.stride_tricks.as_strided(a, shape=(length,), strides=(item,)), rs
+
+
+def _f64_or_empty(a):
+    return np.zeros(0, dtype=np.float64) if a is None else np.ascontiguousarray(a, dtype=np.float64)
+
+
+def _ones_or(a, C, one):
+    if a is None:
+        key = (C, type(one))
+        if key not in _ONES_CACHE:
+            _ONES_CACHE.clear()
+            _ONES_CACHE[key] = np.ones(C, dtype=type(one))
+        return _ONES_CACHE[key]
+    return np.ascontiguousarray(a, dtype=type(one))
+
+
+_POOL = None
+_SMALL = 1 << 18  # below this many elements a call runs on the caller's thread only
+
+
+def _threads(n: int, C: int) -> int:
+    if n * C < _SMALL:
+        return 1
+    return max(1, min(nb.get_num_threads(), n))
+
+
+def _parallel(kernel, args, T):
+    """Run ``kernel(*args, t, t + 1)`` for t in range(T) on the pool (deterministic: every
+    call owns row range t and state slice t)."""
+    global _POOL
+    if T == 1:
+        kernel(*args, 0, 1)
+        return
+    if _POOL is None or _POOL._max_workers < T:
+        from concurrent.futures import ThreadPoolExecutor
+
+        _POOL = ThreadPoolExecutor(max_workers=T, thread_name_prefix="fastxent")
+    for f in [_POOL.submit(kernel, *args, t, t + 1) for t in range(T)]:
+        f.result()
+
+
+def _finish(counts_t, bins_t, first_bad_t, rows) -> Partial:
+    counts = counts_t.sum(axis=0)
+    limbs = np.zeros((bins_t.shape[1], S.NLIMBS), dtype=np.int64)
+    _bins_to_limbs(bins_t.sum(axis=0), limbs)
+    fb = first_bad_t[first_bad_t >= 0]
+    return Partial(counts, limbs, *rows, first_bad=int(fb.min()) if fb.size else -1)
+
+
+def _blocks(n: int, layout_ok: bool):
+    """Row ranges: everything at once when the layout is readable in place, else blocks."""
+    if layout_ok or n == 0:
+        return [(0, n)]
+    step = S_BLOCK_ROWS()
+    return [(r0, min(n, r0 + step)) for r0 in range(0, n, step)]
+
+
+def S_BLOCK_ROWS() -> int:  # noqa: N802 - read at call time so tests can change config
+    from .. import config
+
+    return config.CPU_BLOCK_ROWS
+
+
+def _run_blocks(n, arrays, launch):
+    """Call ``launch(r0, r1, bufs)`` over row blocks, with every 2-D array in ``arrays``
+    turned into a (buffer, row-stride) pair; arrays whose class axis is strided are copied
+    one block at a time."""
+    views = [_row_buffer(a) for a in arrays]
+    ok = all(v is not None for v in views)
+    for r0, r1 in _blocks(n, ok):
+        bufs = []
+        for a, v in zip(arrays, views):
+            if ok:
+                bufs.append(v)
+            else:
+                blk = np.ascontiguousarray(a[r0:r1])
+                bufs.append(_row_buffer(blk))
+        launch(r0, r1, bufs, ok)
+
+
+def softmax_xent(logits: np.ndarray, labels: np.ndarray, opts: SoftmaxOptions) -> Partial:
+    """Launch the sparse or dense softmax kernel over ``logits`` (N, C); see module docstring."""
+    n, C = logits.shape
+    one = _compute_one(logits.dtype)
+    z = _kernel_view(logits)
+    K = len(opts.ks)
+    T = _threads(n, C)
+    counts = np.zeros((T, S.NCOUNTS + K), dtype=np.int64)
+    bins = np.zeros((T, S.NX + K, NBINS), dtype=np.int64)
+    first_bad = np.full(T, -1, dtype=np.int64)
+    sw = _f64_or_empty(opts.sample_weight)
+    has_cw = opts.class_weight is not None
+    cw64 = _f64_or_empty(opts.class_weight) if has_cw else np.ones(C, dtype=np.float64)
+    cw = _ones_or(opts.class_weight, C, one)
+    ks = np.asarray(opts.ks, dtype=np.int64)
+    rdt = np.float64 if one.dtype == np.float64 else np.float32
+    row_loss = np.empty(n if opts.want_rows else 0, dtype=rdt)
+    row_correct = np.empty(n if opts.want_rows else 0, dtype=np.bool_)
+    row_hits = np.empty((n if opts.want_rows else 0, K), dtype=np.bool_)
+    arrays = [z, _kernel_view(labels)] if opts.dense else [z]
+
+    def launch(r0, r1, bufs, whole):
+        sl = slice(r0, r1)
+        cnt = counts if whole else np.zeros_like(counts)
+        bn = bins if whole else np.zeros_like(bins)
+        fb = first_bad if whole else np.full(T, -1, dtype=np.int64)
+        rows = (row_loss[sl] if opts.want_rows else row_loss,
+                row_correct[sl] if opts.want_rows else row_correct,
+                row_hits[sl] if opts.want_rows else row_hits)
+        swb = sw[sl] if sw.size else sw
+        if opts.dense:
+            (zb, rs), (tb, trs) = bufs
+            _parallel(_softmax_dense, (
+                zb, tb, swb, cw64, cw, r1 - r0, C, rs, trs, one, sw.size > 0, has_cw,
+                opts.cw_inside, float(opts.label_smoothing), opts.from_logits, opts.renormalize,
+                float(opts.eps), ks, opts.topk_any_tie, float(opts.thr), _sum1_tol(),
+                opts.want_rows, *rows, cnt, bn, fb), T)
+        else:
+            ((zb, rs),) = bufs
+            yb = np.ascontiguousarray(labels[sl])
+            if yb.dtype not in (np.int32, np.int64):
+                yb = yb.astype(np.int64)
+            ign = opts.ignore_index
+            _parallel(_softmax_sparse, (
+                zb, yb, swb, cw64, cw, r1 - r0, C, rs, one,
+                np.int64(ign if ign is not None else 0), ign is not None, sw.size > 0, has_cw,
+                opts.cw_inside, float(opts.label_smoothing), opts.from_logits, opts.renormalize,
+                float(opts.eps), ks, opts.topk_any_tie, opts.want_rows, *rows, cnt, bn, fb), T)
+        if not whole:
+            counts[0] += cnt.sum(axis=0)
+            bins[0] += bn.sum(axis=0)
+            bad = fb[fb >= 0]
+            if bad.size and first_bad[0] < 0:
+                first_bad[0] = r0 + bad.min()
+
+    if n and C:
+        _run_blocks(n, arrays, launch)
+    rows = (row_loss, row_correct, None, row_hits) if opts.want_rows else (None, None, None, None)
+    return _finish(counts, bins, first_bad, rows)
+
+
+def sigmoid_xent(logits: np.ndarray, targets: np.ndarray, opts: SigmoidOptions) -> Partial:
+    """Launch the sigmoid kernel over ``logits`` / ``targets`` (N, C); see module docstring."""
+    n, C = logits.shape
+    one = _compute_one(logits.dtype)
+    z = _kernel_view(logits)
+    tl = _kernel_view(targets)
+    T = _threads(n, C)
+    counts = np.zeros((T, S.NCOUNTS), dtype=np.int64)
+    bins = np.zeros((T, S.NX, NBINS), dtype=np.int64)
+    first_bad = np.full(T, -1, dtype=np.int64)
+    sw = _f64_or_empty(opts.sample_weight)
+    pw = _ones_or(opts.pos_weight, C, one)
+    colw = _ones_or(opts.col_weight, C, one)
+    rdt = np.float64 if one.dtype == np.float64 else np.float32
+    m = n if opts.want_rows else 0
+    row_loss, row_correct, row_elem = (np.empty(m, rdt), np.empty(m, np.bool_), np.empty(m, rdt))
+
+    def launch(r0, r1, bufs, whole):
+        sl = slice(r0, r1)
+        cnt = counts if whole else np.zeros_like(counts)
+        bn = bins if whole else np.zeros_like(bins)
+        fb = first_bad if whole else np.full(T, -1, dtype=np.int64)
+        rows = ((row_loss[sl], row_correct[sl], row_elem[sl]) if opts.want_rows
+                else (row_loss, row_correct, row_elem))
+        (zb, rs), (tb, trs) = bufs
+        swb = sw[sl] if sw.size else sw
+        _parallel(_sigmoid, (
+            zb, tb, swb, pw, colw, r1 - r0, C, rs, trs, one, sw.size > 0,
+            float(opts.label_smoothing), opts.from_logits, float(opts.eps),
+            float(opts.log_floor), float(opts.thr), opts.want_cat, _sum1_tol(),
+            opts.want_rows, *rows, cnt, bn, fb), T)
+        if not whole:
+            counts[0] += cnt.sum(axis=0)
+            bins[0] += bn.sum(axis=0)
+            bad = fb[fb >= 0]
+            if bad.size and first_bad[0] < 0:
+                first_bad[0] = r0 + bad.min()
+
+    if n and C:
+        _run_blocks(n, [z, tl], launch)
+    rows = (row_loss, row_correct, row_elem, None) if opts.want_rows else (None, None, None, None)
+    return _finish(counts, bins, first_bad, rows)
+
+
+def _sum1_tol() -> float:
+    from .. import config
+
+    return float(config.SUM_TO_ONE_TOL)
+
+
+# ============================================================================ engine protocol
+
+
+def asarray(x):
+    """A host array (NumPy, torch CPU tensor, JAX CPU array, list...) as NumPy, no copy."""
+    from .._dispatch import to_numpy
+
+    return to_numpy(x)
+
+
+def wrap(arr, like):
+    """A NumPy result in the library of ``like`` (the caller's logits)."""
+    from .._dispatch import from_numpy_like
+
+    return from_numpy_like(arr, like)
+
+
+def call_context(like):
+    return contextlib.nullcontext()
+
+
+def first_bad(partial: Partial) -> int:
+    return int(partial.first_bad)
+
+
+def finalize(state: S.State, reduction: str) -> dict:
+    """Reduced values as 0-d NumPy arrays, computed exactly from the integer state."""
+    sc = state.scalars()
+    f = lambda v: np.asarray(v, dtype=np.float64)  # noqa: E731
+    return {
+        "loss": f(sc["loss_sum"] if reduction == "sum" else sc["loss_mean"]),
+        "cat": f(sc["cat"]), "elem": f(sc["elem"]), "exact": f(sc["exact"]),
+        "topk": [f(v) for v in sc["topk"]],
+        "count": np.asarray(sc["count"], dtype=np.int64),
+    }
