@@ -111,9 +111,9 @@ def softmax_run(logits, labels, *, from_logits=True, label_smoothing=0.0, class_
         sample_weight=sw, ignore_index=ignore_index, ks=ks, topk_any_tie=bool(topk_any_tie),
         thr=V.round_down(side, f64), want_rows=bool(want_rows),
     )
-    part = engine.softmax_xent(z2, y2, opts)
-    if validate:
-        bad = engine.first_bad(part)
+    with engine.call_context(logits):  # the caller's device and stream (torch CUDA tensors)
+        part = engine.softmax_xent(z2, y2, opts)
+        bad = engine.first_bad(part) if validate else -1
         if bad >= 0:
             _raise_bad_label(bad, y2, sparse, C, rows_shape, ignore_index)
     state = State(
@@ -171,9 +171,9 @@ def sigmoid_run(logits, targets, *, from_logits=True, threshold=0.5, pos_weight=
         log_floor=float(log_floor), pos_weight=pw, col_weight=colw, sample_weight=sw,
         thr=V.round_down(cut, f64), want_rows=bool(want_rows), want_cat=bool(want_cat),
     )
-    part = engine.sigmoid_xent(z2, t2, opts)
-    if validate:
-        bad = engine.first_bad(part)
+    with engine.call_context(logits):
+        part = engine.sigmoid_xent(z2, t2, opts)
+        bad = engine.first_bad(part) if validate else -1
         if bad >= 0:
             row = t2[bad]
             j = int(xp.argmax(~((row >= 0) & (row <= 1))))

@@ -26,7 +26,8 @@ _COMMON = ("from_logits", "label_smoothing", "sample_weight", "reduction", "vali
 def metrics_from_run(run: _core.Run, reduction: str) -> Metrics:
     """Turn a launch into :class:`Metrics` (reduced values stay on the engine's device)."""
     eng, like = run.engine, run.like
-    vals = eng.finalize(run.state, reduction)
+    with eng.call_context(like):
+        vals = eng.finalize(run.state, reduction)
     w = lambda v: eng.wrap(v, like)  # noqa: E731
     softmax = run.state.kind == "softmax"
     if reduction == "none":

@@ -175,6 +175,10 @@ def rowmax(a):  # pragma: no cover
     raise NotImplementedError
 
 
+def nonfinite(x):  # pragma: no cover
+    raise NotImplementedError
+
+
 @overload(fexp)
 def _ov_fexp(x):
     if x == types.float32:
@@ -261,3 +265,19 @@ def _ov_rowmax(a):
             k = b if b > k else k
         return i32_as_f32(k ^ ((k >> np.int32(31)) & np.int32(0x7FFFFFFF)))
     return impl32
+
+
+@overload(nonfinite)
+def _ov_nonfinite(x):
+    """1 (in x's dtype) if x is NaN or +-inf, else 0: an integer test on the exponent bits,
+    which no fast-math flag can fold away (``x - x`` can be)."""
+    if x == types.float32:
+        def impl32(x):
+            e = f32_as_i32(x) & np.int32(0x7F800000)
+            return np.float32(1.0) if e == np.int32(0x7F800000) else np.float32(0.0)
+        return impl32
+    if x == types.float64:
+        def impl64(x):
+            e = f64_as_i64(x) & np.int64(0x7FF0000000000000)
+            return 1.0 if e == np.int64(0x7FF0000000000000) else 0.0
+        return impl64

@@ -18,7 +18,7 @@ with ``p`` clipped to ``[eps, 1-eps]`` and each log floored at ``log_floor``), t
 Kernel structure: rows are split into one contiguous range per thread (the launcher runs
 one GIL-free kernel call per range on a small thread pool); every range owns its counts and
 its exponent bins, so the result does not depend on the thread
-count. Fast path per row: 1. max + finiteness check (``x - x`` is NaN iff x is not finite),
+count. Fast path per row: 1. max + finiteness check (an integer test of the exponent bits),
 2. one vectorised pass for exp/sums/counts, 3. per-row scalars. Rows with a NaN or inf take
 a scalar IEEE float64 slow path.
 
@@ -39,7 +39,7 @@ import numpy as np
 from .. import _state as S
 from . import Partial, SigmoidOptions, SoftmaxOptions
 from ._jit import jit_inline, jit_rows
-from ._numba_math import cast_like, f64_as_i64, fexp, flog, flog1p, rowmax, widen
+from ._numba_math import cast_like, f64_as_i64, fexp, flog, flog1p, nonfinite, rowmax, widen
 
 NAME = "numba"
 xp = np
@@ -241,6 +241,7 @@ def _softmax_sparse(
     epsc = cast_like(eps, one)
     hi_clip = one - epsc
     weighted = has_sw or has_cw
+    need_sums = ls != 0.0 or cw_inside
     sumcw = 0.0
     for c in range(C):
         sumcw += cw[c]
@@ -279,10 +280,15 @@ def _softmax_sparse(
                 m = rowmax(zr)
                 chk = zero
                 tot = zero
-                for c in range(C):
-                    v = widen(zr, c)
-                    chk += v - v
-                    tot += v
+                if renorm:
+                    for c in range(C):
+                        v = widen(zr, c)
+                        chk += nonfinite(v)
+                        tot += v
+                else:
+                    for c in range(C):
+                        v = widen(zr, c)
+                        chk += nonfinite(v)
                 zy = widen(zr, yi)
                 nan_row = False
                 if chk == zero:
@@ -292,12 +298,18 @@ def _softmax_sparse(
                         sd = zero
                         scd = zero
                         neq = zero
-                        for c in range(C):
-                            d = widen(zr, c) - m
-                            s += fexp(d)
-                            neq += one if d == zero else zero
-                            sd += d
-                            scd += cw[c] * d
+                        if need_sums:
+                            for c in range(C):
+                                d = widen(zr, c) - m
+                                s += fexp(d)
+                                neq += one if d == zero else zero
+                                sd += d
+                                scd += cw[c] * d
+                        else:  # the common case: exp-sum and tie count only
+                            for c in range(C):
+                                d = widen(zr, c) - m
+                                s += fexp(d)
+                                neq += one if d == zero else zero
                         lse = flog(s)
                         dy = zy - m
                         # 3. loss = -sum_c a_c (d_c - L)
@@ -353,6 +365,121 @@ def _softmax_sparse(
                 row_correct[i] = correct
                 for j in range(K):
                     row_hits[i, j] = hits[j]
+        first_bad[t] = fb
+
+
+TILE = 16  # rows per SIMD tile in the small-C kernel (one AVX-512 / two AVX2 float32 vectors)
+SMALL_C = 32  # the tile kernel serves C <= SMALL_C
+
+
+@jit_rows
+def _softmax_sparse_small(
+    # data
+    z, y, sw, cw64,
+    # shapes / strides
+    n, C, rs,
+    # constants
+    one, ignore, has_ignore, has_sw, has_cw,
+    # outputs
+    want_rows, row_loss, row_correct, counts, bins, first_bad, t_lo, t_hi,
+):
+    """Sparse softmax for small C (<= SMALL_C), logits, no smoothing, no top-k.
+
+    With C = 10 a row does not fill a vector and per-row loop overhead dominates, so rows are
+    laid across the SIMD lanes instead: each tile of TILE rows is transposed into a class-major
+    buffer ``T[c, r]``; then 1. max, 2. exp-sum and tie count, 3. log and loss all run
+    element-wise across the rows of the tile (no horizontal reductions). Rows with a NaN/inf,
+    a bad label or an ignored label take the generic per-row code. Same semantics as
+    ``_softmax_sparse``.
+    """
+    T = counts.shape[0]
+    zero = one - one
+    ninf = cast_like(-np.inf, one)
+    buf = np.empty((C, TILE), dtype=type(one))
+    mx = np.empty(TILE, dtype=type(one))
+    sm = np.empty(TILE, dtype=type(one))
+    neq = np.empty(TILE, dtype=type(one))
+    chk = np.empty(TILE, dtype=type(one))
+    hits = np.zeros(1, dtype=np.bool_)
+    ks = np.zeros(0, dtype=np.int64)
+    dummy_t = np.zeros(1, dtype=np.float32)
+    weighted = has_sw or has_cw
+    for t in range(t_lo, t_hi):
+        cnt = counts[t]
+        bn = bins[t]
+        r0 = t * n // T
+        r1 = (t + 1) * n // T
+        fb = -1
+        for i0 in range(r0, r1, TILE):
+            nr = min(TILE, r1 - i0)
+            # 0. transpose the tile: buf[c, r] = z[i0 + r, c]
+            for r in range(nr):
+                base = np.int64(i0 + r) * rs
+                for c in range(C):
+                    buf[c, r] = widen(z, base + c)
+            for r in range(nr, TILE):
+                for c in range(C):
+                    buf[c, r] = zero
+            # 1. row maxima and finiteness, element-wise across the tile's rows. Loops run to
+            #    a runtime bound (the buffer's length): a constant trip count (TILE) makes LLVM
+            #    unroll fully and then fail to vectorise the exp (0.7 vs 4.8 ns per element).
+            for r in range(mx.shape[0]):
+                mx[r] = ninf
+                chk[r] = zero
+                sm[r] = zero
+                neq[r] = zero
+            for c in range(C):
+                bc = buf[c]
+                for r in range(bc.shape[0]):
+                    v = bc[r]
+                    mx[r] = v if v > mx[r] else mx[r]
+                    chk[r] += nonfinite(v)
+            # 2. exp-sum and tie count
+            for c in range(C):
+                bc = buf[c]
+                for r in range(bc.shape[0]):
+                    d = bc[r] - mx[r]
+                    sm[r] += fexp(d)
+                    neq[r] += one if d == zero else zero
+            # 3. log (vectorised across rows), then per-row bookkeeping
+            for r in range(sm.shape[0]):
+                sm[r] = flog(sm[r])
+            for r in range(nr):
+                i = i0 + r
+                yi = np.int64(y[i])
+                cnt[SEEN] += 1
+                if has_ignore and yi == ignore:
+                    if want_rows:
+                        row_loss[i] = zero
+                        row_correct[i] = False
+                    continue
+                cnt[ROWS] += 1
+                swi = sw[i] if has_sw else 1.0
+                correct = False
+                if yi < 0 or yi >= C:
+                    if fb < 0:
+                        fb = i
+                    loss = math.nan
+                else:
+                    m = mx[r]
+                    zy = buf[yi, r]
+                    if chk[r] == zero:
+                        loss = np.float64(sm[r] - (zy - m))
+                        if zy == m:
+                            zr = z[np.int64(i) * rs:np.int64(i) * rs + C]
+                            correct = neq[r] == one or _first_index_of(zr, m) == yi
+                    else:
+                        zr = z[np.int64(i) * rs:np.int64(i) * rs + C]
+                        loss = _slow_softmax_loss(zr, dummy_t, yi, False, 0.0, cw64, False,
+                                                  True, False, 0.0)
+                        if not _has_nan(zr) and zy == m:
+                            correct = _first_index_of(zr, m) == yi
+                w = swi * cw64[yi] if (has_cw and 0 <= yi < C) else swi
+                wl = w * loss
+                _accumulate_softmax_row(cnt, bn, wl, w, swi, correct, hits, ks, weighted, has_sw)
+                if want_rows:
+                    row_loss[i] = cast_like(wl, one)
+                    row_correct[i] = correct
         first_bad[t] = fb
 
 
@@ -420,10 +547,10 @@ def _softmax_dense(
             for c in range(C):
                 v = widen(zr, c)
                 tv = cast_like(widen(tr, c), one)
-                chk += v - v
+                chk += nonfinite(v)
                 tot += v
                 tneg += one if tv < zero else zero
-                tchk += tv - tv
+                tchk += nonfinite(tv)
                 st += tv
                 npos += one if tv > zero else zero
                 nbin += one if (tv == zero or tv == one) else zero
@@ -609,7 +736,7 @@ def _sigmoid(
                 for c in range(C):
                     x = widen(zr, c)
                     tv = cast_like(widen(tr, c), one)
-                    chk += x - x
+                    chk += nonfinite(x)
                     tbad += zero if (tv >= zero and tv <= one) else one
                     st += tv
                     npos += one if tv > zero else zero
@@ -625,7 +752,7 @@ def _sigmoid(
                 for c in range(C):
                     x = widen(zr, c)
                     tv = cast_like(widen(tr, c), one)
-                    chk += x - x
+                    chk += nonfinite(x)
                     tbad += zero if (tv >= zero and tv <= one) else one
                     st += tv
                     npos += one if tv > zero else zero
@@ -819,6 +946,8 @@ def softmax_xent(logits: np.ndarray, labels: np.ndarray, opts: SoftmaxOptions) -
     row_correct = np.empty(n if opts.want_rows else 0, dtype=np.bool_)
     row_hits = np.empty((n if opts.want_rows else 0, K), dtype=np.bool_)
     arrays = [z, _kernel_view(labels)] if opts.dense else [z]
+    small = (not opts.dense and opts.from_logits and C <= SMALL_C and K == 0
+             and opts.label_smoothing == 0.0 and not opts.cw_inside)
 
     def launch(r0, r1, bufs, whole):
         sl = slice(r0, r1)
@@ -842,11 +971,18 @@ def softmax_xent(logits: np.ndarray, labels: np.ndarray, opts: SoftmaxOptions) -
             if yb.dtype not in (np.int32, np.int64):
                 yb = yb.astype(np.int64)
             ign = opts.ignore_index
-            _parallel(_softmax_sparse, (
-                zb, yb, swb, cw64, cw, r1 - r0, C, rs, one,
-                np.int64(ign if ign is not None else 0), ign is not None, sw.size > 0, has_cw,
-                opts.cw_inside, float(opts.label_smoothing), opts.from_logits, opts.renormalize,
-                float(opts.eps), ks, opts.topk_any_tie, opts.want_rows, *rows, cnt, bn, fb), T)
+            if small:
+                _parallel(_softmax_sparse_small, (
+                    zb, yb, swb, cw64, r1 - r0, C, rs, one,
+                    np.int64(ign if ign is not None else 0), ign is not None, sw.size > 0,
+                    has_cw, opts.want_rows, rows[0], rows[1], cnt, bn, fb), T)
+            else:
+                _parallel(_softmax_sparse, (
+                    zb, yb, swb, cw64, cw, r1 - r0, C, rs, one,
+                    np.int64(ign if ign is not None else 0), ign is not None, sw.size > 0,
+                    has_cw, opts.cw_inside, float(opts.label_smoothing), opts.from_logits,
+                    opts.renormalize, float(opts.eps), ks, opts.topk_any_tie, opts.want_rows,
+                    *rows, cnt, bn, fb), T)
         if not whole:
             counts[0] += cnt.sum(axis=0)
             bins[0] += bn.sum(axis=0)
