@@ -280,36 +280,41 @@ def _softmax_sparse(
                 m = rowmax(zr)
                 chk = zero
                 tot = zero
-                if renorm:
+                if not from_logits:
                     for c in range(C):
                         v = widen(zr, c)
                         chk += nonfinite(v)
                         tot += v
-                else:
+                elif not need_sums:
+                    # logits, common case: the finiteness check rides along the exp pass (one
+                    # pass less); a non-finite row's results are discarded below
+                    s = zero
+                    neq = zero
                     for c in range(C):
                         v = widen(zr, c)
+                        d = v - m
+                        s += fexp(d)
+                        neq += one if d == zero else zero
                         chk += nonfinite(v)
+                else:
+                    for c in range(C):
+                        chk += nonfinite(widen(zr, c))
                 zy = widen(zr, yi)
                 nan_row = False
                 if chk == zero:
                     # 2. one vectorised pass
                     if from_logits:
-                        s = zero
                         sd = zero
                         scd = zero
-                        neq = zero
                         if need_sums:
+                            s = zero
+                            neq = zero
                             for c in range(C):
                                 d = widen(zr, c) - m
                                 s += fexp(d)
                                 neq += one if d == zero else zero
                                 sd += d
                                 scd += cw[c] * d
-                        else:  # the common case: exp-sum and tie count only
-                            for c in range(C):
-                                d = widen(zr, c) - m
-                                s += fexp(d)
-                                neq += one if d == zero else zero
                         lse = flog(s)
                         dy = zy - m
                         # 3. loss = -sum_c a_c (d_c - L)
