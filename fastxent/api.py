@@ -220,7 +220,16 @@ def evaluate(logits, labels, *, task="auto", **options) -> Metrics:
         elif integer and sparse_shape:
             task = "multiclass"
         elif yshape == lshape and len(lshape) >= 2:
-            return _evaluate_dense_auto(logits, labels, options, reduction)
+            # options that only one task accepts say which task is meant
+            soft = [k for k in _SOFTMAX_ONLY if options.get(k) is not None]
+            sig = [k for k in _SIGMOID_ONLY if options.get(k) is not None]
+            if soft and sig:
+                raise ValueError(f"options {soft} (multiclass) and {sig} (multilabel) cannot "
+                                 "be combined; pass task= explicitly")
+            if soft or sig:
+                task = "multiclass" if soft else "multilabel"
+            else:
+                return _evaluate_dense_auto(logits, labels, options, reduction)
         else:
             task = "multiclass"  # softmax_run names the shape mismatch
 

@@ -39,7 +39,8 @@ import numpy as np
 from .. import _state as S
 from . import Partial, SigmoidOptions, SoftmaxOptions
 from ._jit import jit_inline, jit_rows
-from ._numba_math import cast_like, f64_as_i64, fexp, flog, flog1p, nonfinite, rowmax, widen
+from ._numba_math import (cast_like, f64_as_i64, fexp, flog, flog1p, flogsum, nonfinite, rowmax,
+                          widen)
 
 NAME = "numba"
 xp = np
@@ -293,12 +294,14 @@ def _softmax_sparse(
                     for c in range(C):
                         v = widen(zr, c)
                         d = v - m
-                        s += fexp(d)
+                        s += fexp(d) if d < zero else zero
                         neq += one if d == zero else zero
                         chk += nonfinite(v)
                 else:
                     for c in range(C):
                         chk += nonfinite(widen(zr, c))
+                if renorm and not (tot > zero and nonfinite(tot) == zero):
+                    chk = one  # 0/0 or inf/inf: the slow path keeps the NaN (Keras does too)
                 zy = widen(zr, yi)
                 nan_row = False
                 if chk == zero:
@@ -311,11 +314,11 @@ def _softmax_sparse(
                             neq = zero
                             for c in range(C):
                                 d = widen(zr, c) - m
-                                s += fexp(d)
+                                s += fexp(d) if d < zero else zero
                                 neq += one if d == zero else zero
                                 sd += d
                                 scd += cw[c] * d
-                        lse = flog(s)
+                        lse = flogsum(neq, s)
                         dy = zy - m
                         # 3. loss = -sum_c a_c (d_c - L)
                         if cw_inside:
@@ -392,7 +395,7 @@ def _softmax_sparse_small(
 
     With C = 10 a row does not fill a vector and per-row loop overhead dominates, so rows are
     laid across the SIMD lanes instead: each tile of TILE rows is transposed into a class-major
-    buffer ``T[c, r]``; then 1. max, 2. exp-sum and tie count, 3. log and loss all run
+    buffer ``T[c, r]``; then 1. max, 2. exp-sum of the non-maximal terms and tie count, 3. log and loss all run
     element-wise across the rows of the tile (no horizontal reductions). Rows with a NaN/inf,
     a bad label or an ignored label take the generic per-row code. Same semantics as
     ``_softmax_sparse``.
@@ -439,16 +442,16 @@ def _softmax_sparse_small(
                     v = bc[r]
                     mx[r] = v if v > mx[r] else mx[r]
                     chk[r] += nonfinite(v)
-            # 2. exp-sum and tie count
+            # 2. exp-sum of the non-maximal terms and tie count
             for c in range(C):
                 bc = buf[c]
                 for r in range(bc.shape[0]):
                     d = bc[r] - mx[r]
-                    sm[r] += fexp(d)
+                    sm[r] += fexp(d) if d < zero else zero
                     neq[r] += one if d == zero else zero
             # 3. log (vectorised across rows), then per-row bookkeeping
             for r in range(sm.shape[0]):
-                sm[r] = flog(sm[r])
+                sm[r] = flogsum(neq[r], sm[r])
             for r in range(nr):
                 i = i0 + r
                 yi = np.int64(y[i])
@@ -569,6 +572,8 @@ def _softmax_dense(
             ty = ty if ty < C else 0
             zy = widen(zr, ty)
             bad = tchk != zero or tneg != zero
+            if renorm and not from_logits and not (tot > zero and nonfinite(tot) == zero):
+                chk = one  # a probability row summing to 0 or inf renormalises to NaN
             nan_row = False
             er = zero
             if bad:
@@ -591,7 +596,7 @@ def _softmax_dense(
                         v = widen(zr, c)
                         tv = cast_like(widen(tr, c), one)
                         d = v - m
-                        s += fexp(d)
+                        s += fexp(d) if d < zero else zero
                         neq += one if d == zero else zero
                         std += tv * d
                         sd += d
@@ -599,7 +604,7 @@ def _softmax_dense(
                         sctd += cw[c] * tv * d
                         scd += cw[c] * d
                         er += one if ((v > thrc) == (tv > half)) else zero
-                    lse = flog(s)
+                    lse = flogsum(neq, s)
                     # 3. loss = -sum_c a_c (d_c - L) = L sum(a) - sum(a d)
                     if cw_inside:
                         loss = (np.float64(lse) * (np.float64(omls) * np.float64(sct) + np.float64(lsC) * sumcw)
@@ -683,7 +688,7 @@ def _sig_slow_elem(x, tp, pwc, from_logits, eps, log_floor):
         return (a * spn if a != 0.0 else 0.0) + (b * spp if b != 0.0 else 0.0)
     p = min(max(x, eps), 1.0 - eps) if eps > 0.0 else x
     lp = max(math.log(p) if p > 0.0 else -math.inf, log_floor)
-    lq = max(math.log(1.0 - p) if p < 1.0 else -math.inf, log_floor)
+    lq = max(math.log1p(-p) if p < 1.0 else -math.inf, log_floor)
     return -((a * lp if a != 0.0 else 0.0) + (b * lq if b != 0.0 else 0.0))
 
 
@@ -766,7 +771,7 @@ def _sigmoid(
                     p = x if x > epsc else epsc
                     p = p if p < hi_clip else hi_clip
                     lp = flog(p)
-                    lq = flog(one - p)
+                    lq = flog1p(-p)  # log(1 - p) loses p's digits for small p
                     lp = lp if lp > floorc else floorc
                     lq = lq if lq > floorc else floorc
                     sl -= colw[c] * (pw[c] * tp * lp + (one - tp) * lq)
@@ -952,7 +957,7 @@ def softmax_xent(logits: np.ndarray, labels: np.ndarray, opts: SoftmaxOptions) -
     row_hits = np.empty((n if opts.want_rows else 0, K), dtype=np.bool_)
     arrays = [z, _kernel_view(labels)] if opts.dense else [z]
     small = (not opts.dense and opts.from_logits and C <= SMALL_C and K == 0
-             and opts.label_smoothing == 0.0 and not opts.cw_inside)
+             and opts.label_smoothing == 0.0 and (not opts.cw_inside or not has_cw))
 
     def launch(r0, r1, bufs, whole):
         sl = slice(r0, r1)
