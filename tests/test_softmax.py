@@ -1,0 +1,542 @@
+"""fx.softmax_cross_entropy against the float64 reference: shapes, dtypes, label kinds, every
+option and reduction, layouts, and the adversarial cases of STYLE.md section 12."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+from checks import (
+    BF16,
+    FLOAT_DTYPES,
+    FLOAT_IDS,
+    REDUCTIONS,
+    SPARSE_LABEL_DTYPES,
+    assert_exact,
+    cast,
+    check_softmax,
+    dyadic_weights,
+    make_logits,
+    make_probs,
+    make_soft,
+    make_sparse,
+    one_hot,
+    skip_unsupported,
+)
+from tolerances import assert_loss_close
+
+import fastxent as fx
+
+SHAPES = [
+    (0, 5),
+    (1, 1),
+    (1, 7),
+    (5, 2),
+    (8, 1),
+    (3, 423),
+    (37, 31),
+    (4, 1000),
+    (2, 65537),
+    (2, 3, 5),
+    (2, 0, 7),
+    (3, 4, 31),
+]
+
+
+def _all_reductions(lib, logits, labels, **opts):
+    for reduction in REDUCTIONS:
+        check_softmax(lib, logits, labels, reduction=reduction, **opts)
+
+
+# -- shapes x dtypes ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=FLOAT_IDS)
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_shapes_and_dtypes_sparse(lib, rng, shape, dtype):
+    skip_unsupported(lib, dtype)
+    z = make_logits(rng, shape, dtype)
+    y = make_sparse(rng, shape[:-1], shape[-1])
+    _all_reductions(lib, z, y, top_k=(1, min(3, shape[-1])))
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=FLOAT_IDS)
+@pytest.mark.parametrize("shape", [(0, 5), (1, 1), (5, 2), (3, 423), (37, 31), (2, 65537),
+                                   (3, 4, 31)], ids=lambda s: "x".join(map(str, s)))
+def test_shapes_and_dtypes_dense(lib, rng, shape, dtype):
+    skip_unsupported(lib, dtype)
+    z = make_logits(rng, shape, dtype)
+    _all_reductions(lib, z, make_soft(rng, shape, np.float32))
+    _all_reductions(lib, z, one_hot(make_sparse(rng, shape[:-1], shape[-1]), shape[-1]))
+
+
+@pytest.mark.parametrize("label_dtype", SPARSE_LABEL_DTYPES, ids=lambda d: np.dtype(d).name)
+def test_sparse_label_dtypes(lib, rng, label_dtype):
+    z = make_logits(rng, (37, 31), np.float32)
+    y = make_sparse(rng, (37,), 31, label_dtype)
+    _all_reductions(lib, z, y, top_k=5)
+
+
+def test_int32_and_int64_labels_agree(lib, rng):
+    z = make_logits(rng, (41, 17), np.float32)
+    y = make_sparse(rng, (41,), 17, np.int64)
+    a = fx.softmax_cross_entropy(lib.to_lib(z), lib.to_lib(y), reduction="none")
+    b = fx.softmax_cross_entropy(lib.to_lib(z), lib.to_lib(y.astype(np.int32)), reduction="none")
+    np.testing.assert_array_equal(lib.to_numpy(a.loss), lib.to_numpy(b.loss))
+    np.testing.assert_array_equal(lib.to_numpy(a.correct), lib.to_numpy(b.correct))
+    check_softmax(lib, z, y.astype(np.int32), ignore_index=-100)
+
+
+@pytest.mark.parametrize("label_dtype", [np.float16, BF16, np.float32, np.float64, np.bool_,
+                                         np.int8, np.int32, np.int64, np.uint8],
+                         ids=lambda d: np.dtype(d).name)
+def test_dense_label_dtypes(lib, rng, label_dtype):
+    skip_unsupported(lib, label_dtype)
+    z = make_logits(rng, (29, 13), np.float32)
+    t = one_hot(make_sparse(rng, (29,), 13), 13, np.float64)
+    if np.dtype(label_dtype).kind == "f" or label_dtype == BF16:
+        # multi-hot and soft rows as well as one-hot
+        t[::3] = 0.0
+        t[::3, ::2] = 1.0 / 7.0  # 7 classes of 13: a soft row summing to 1
+    t = cast(t, label_dtype) if label_dtype == BF16 else t.astype(label_dtype)
+    _all_reductions(lib, z, t, top_k=(2,))
+
+
+# -- options -----------------------------------------------------------------------------------
+
+OPTION_GRID = list(itertools.product(
+    [True, False],            # from_logits
+    [0.0, 0.1],               # label_smoothing
+    [False, True],            # class_weight
+    [False, True],            # sample_weight
+    [None, -100, 3],          # ignore_index (3 is a valid class id)
+    [None, 1, (1, 2, 5)],     # top_k
+))
+
+
+def _option_id(p):
+    fl, ls, cw, sw, ig, k = p
+    return (f"{'logits' if fl else 'probs'}-ls{ls}-{'cw' if cw else 'nocw'}-"
+            f"{'sw' if sw else 'nosw'}-ig{ig}-k{k}")
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=FLOAT_IDS)
+@pytest.mark.parametrize("opts", OPTION_GRID, ids=[_option_id(p) for p in OPTION_GRID])
+def test_options_sparse(lib, rng, opts, dtype):
+    skip_unsupported(lib, dtype)
+    from_logits, ls, use_cw, use_sw, ignore, top_k = opts
+    N, C = 37, 11
+    z = make_logits(rng, (N, C), dtype) if from_logits else make_probs(rng, (N, C), dtype)
+    y = make_sparse(rng, (N,), C)
+    if ignore is not None:
+        y[rng.random(N) < 0.3] = ignore
+    kw = dict(from_logits=from_logits, label_smoothing=ls, ignore_index=ignore, top_k=top_k,
+              class_weight=rng.random(C) * 2 + 0.1 if use_cw else None,
+              sample_weight=dyadic_weights(rng, (N,)) if use_sw else None)
+    _all_reductions(lib, z, y, **kw)
+
+
+DENSE_GRID = list(itertools.product([True, False], [0.0, 0.2], [False, True], [False, True],
+                                    [None, (1, 3)]))
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=FLOAT_IDS)
+@pytest.mark.parametrize("opts", DENSE_GRID,
+                         ids=[f"fl{a}-ls{b}-cw{c}-sw{d}-k{e}" for a, b, c, d, e in DENSE_GRID])
+def test_options_dense(lib, rng, opts, dtype):
+    skip_unsupported(lib, dtype)
+    from_logits, ls, use_cw, use_sw, top_k = opts
+    N, C = 33, 9
+    z = make_logits(rng, (N, C), dtype) if from_logits else make_probs(rng, (N, C), dtype)
+    t = make_soft(rng, (N, C), np.float32)
+    t[::4] = one_hot(make_sparse(rng, (len(t[::4]),), C), C)
+    kw = dict(from_logits=from_logits, label_smoothing=ls, top_k=top_k,
+              class_weight=rng.random(C) * 2 + 0.1 if use_cw else None,
+              sample_weight=dyadic_weights(rng, (N,)) if use_sw else None)
+    _all_reductions(lib, z, t, **kw)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+def test_three_d_inputs(lib, rng, dtype):
+    B, T, C = 3, 5, 19
+    z = make_logits(rng, (B, T, C), dtype)
+    y = make_sparse(rng, (B, T), C)
+    y[0, 1] = -100
+    sw = dyadic_weights(rng, (B, T), lo=1)
+    _all_reductions(lib, z, y, ignore_index=-100, sample_weight=sw, top_k=(1, 4),
+                    class_weight=rng.random(C) + 0.5)
+    _all_reductions(lib, z, one_hot(make_sparse(rng, (B, T), C), C), sample_weight=sw)
+    # flattening the leading axes does not change anything
+    a = fx.softmax_cross_entropy(lib.to_lib(z), lib.to_lib(y), ignore_index=-100,
+                                 reduction="none")
+    b = fx.softmax_cross_entropy(lib.to_lib(z.reshape(B * T, C)), lib.to_lib(y.reshape(-1)),
+                                 ignore_index=-100, reduction="none")
+    np.testing.assert_array_equal(lib.to_numpy(a.loss).reshape(-1), lib.to_numpy(b.loss))
+
+
+def test_probabilities_clip_extremes(lib, rng):
+    p = make_probs(rng, (6, 4), np.float32)
+    p[0] = [0.0, 1.0, 0.0, 0.0]   # p_y = 0 -> -log(eps)
+    p[1] = [1.0, 0.0, 0.0, 0.0]   # p_y = 1 -> -log(1 - eps)
+    p[2] = [0.5, 0.0, 0.0, 0.0]  # not normalised: no renormalisation
+    y = np.array([0, 0, 0, 1, 2, 3])
+    for dtype in (np.float32, np.float64, np.float16):
+        _all_reductions(lib, p.astype(dtype), y)
+        _all_reductions(lib, p.astype(dtype), y, label_smoothing=0.1)
+
+
+def test_zero_sample_weights(lib, rng):
+    z = make_logits(rng, (7, 5), np.float32)
+    y = make_sparse(rng, (7,), 5)
+    sw = np.zeros(7)
+    m, ref = check_softmax(lib, z, y, sample_weight=sw)
+    assert math.isnan(ref["loss"]) and math.isnan(ref["accuracy"])
+    check_softmax(lib, z, y, sample_weight=sw, reduction="sum")
+    sw[2] = 0.5
+    check_softmax(lib, z, y, sample_weight=sw, top_k=2)
+
+
+# -- layouts -----------------------------------------------------------------------------------
+
+
+def _views(z):
+    """Non-contiguous / foreign-order views of a (N, C) array, with the rows each keeps."""
+    N, C = z.shape
+    yield "rows[::2]", z[::2], slice(None, None, 2)
+    yield "rows[1:]", z[1:], slice(1, None)
+    yield "fortran", np.asfortranarray(z), slice(None)
+    buf = np.zeros((N, 2 * C), z.dtype)
+    buf[:, ::2] = z
+    yield "class stride 2", buf[:, ::2], slice(None)
+    yield "rows[::3] of fortran", np.asfortranarray(z)[::3], slice(None, None, 3)
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=FLOAT_IDS)
+def test_strided_and_fortran_views(lib, rng, dtype):
+    skip_unsupported(lib, dtype)
+    N, C = 45, 23
+    base = make_logits(rng, (N, C), dtype)
+    y = make_sparse(rng, (N,), C)
+    for name, view, rows in _views(base):
+        yy = y[rows]
+        m, _ = check_softmax(lib, view, yy, reduction="none", top_k=(1, 3))
+        contiguous = fx.softmax_cross_entropy(lib.to_lib(np.ascontiguousarray(view)),
+                                              lib.to_lib(np.ascontiguousarray(yy)),
+                                              reduction="none", top_k=(1, 3))
+        np.testing.assert_array_equal(lib.to_numpy(m.loss), lib.to_numpy(contiguous.loss),
+                                      err_msg=name)
+    # column slices: a prefix of the classes (row stride > C)
+    k = 11
+    yk = make_sparse(rng, (N,), k)
+    check_softmax(lib, base[:, :k], yk, reduction="none")
+    check_softmax(lib, base[:, :k], yk)
+    check_softmax(lib, base[::2, 3:3 + k], yk[::2], reduction="none")
+    # strided labels, strided dense labels
+    check_softmax(lib, base[::2], y[::2])
+    t = one_hot(y, C)
+    check_softmax(lib, base[:, :C], np.asfortranarray(t), reduction="none")
+    check_softmax(lib, base[::2], t[::2], reduction="none")
+
+
+def test_negative_strides(rng):
+    from conftest import NumpyLib
+
+    lib = NumpyLib()  # torch.from_numpy cannot hold negative strides
+    z = make_logits(rng, (17, 9), np.float32)
+    y = make_sparse(rng, (17,), 9)
+    check_softmax(lib, z[::-1], y[::-1], reduction="none")
+    check_softmax(lib, z[:, ::-1], y, reduction="none")
+
+
+def test_fortran_three_d(lib, rng):
+    z = np.asfortranarray(make_logits(rng, (4, 6, 13), np.float32))
+    y = make_sparse(rng, (4, 6), 13)
+    check_softmax(lib, z, y, reduction="none")
+    check_softmax(lib, z, np.asfortranarray(y))
+
+
+# -- adversarial values ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=FLOAT_IDS)
+def test_ties_first_index_wins(lib, dtype):
+    skip_unsupported(lib, dtype)
+    C = 6
+    z = np.zeros((C, C), dtype)  # all-equal rows: argmax is class 0
+    y = np.arange(C)
+    m, ref = check_softmax(lib, z, y, reduction="none", top_k=(1, 2, 3))
+    assert ref["correct"].tolist() == [True] + [False] * (C - 1)
+    assert ref["top_k_accuracy"] == {1: 1 / 6, 2: 2 / 6, 3: 3 / 6}
+    # ties of the maximum in the middle of the row
+    z = cast(np.array([[1, 3, 3, 0], [1, 3, 3, 0], [5, 5, 5, 5], [0, 2, 1, 2]]), dtype)
+    y = np.array([1, 2, 3, 3])
+    m, ref = check_softmax(lib, z, y, reduction="none", top_k=(1, 2, 3))
+    assert ref["correct"].tolist() == [True, False, False, False]
+    assert ref["top_k_accuracy"] == {1: 0.25, 2: 0.75, 3: 0.75}  # ranks 0, 1, 3, 1
+    check_softmax(lib, z, one_hot(y, 4), top_k=(1, 2, 3))
+
+
+def test_ties_in_dense_labels_first_index_wins(lib):
+    z = np.array([[0.0, 2.0, 1.0], [3.0, 0.0, 3.0]], np.float32)
+    t = np.array([[0.0, 0.5, 0.5], [0.5, 0.0, 0.5]], np.float32)
+    m, ref = check_softmax(lib, z, t, reduction="none")
+    assert ref["correct"].tolist() == [True, True]
+    t2 = np.array([[0.0, 0.4, 0.6], [0.4, 0.0, 0.6]], np.float32)
+    m, ref = check_softmax(lib, z, t2, reduction="none")
+    assert ref["correct"].tolist() == [False, False]
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=FLOAT_IDS)
+def test_minus_inf_columns(lib, rng, dtype):
+    skip_unsupported(lib, dtype)
+    N, C = 12, 8
+    z = make_logits(rng, (N, C), dtype)
+    z[:, [2, 5]] = -np.inf
+    y = make_sparse(rng, (N,), C)
+    y[:3] = 2  # target on a -inf column: +inf loss
+    y[3:] = np.where(np.isin(y[3:], [2, 5]), 0, y[3:])
+    m, ref = check_softmax(lib, z, y, reduction="none", top_k=(1, 7, 8))
+    assert np.isposinf(ref["loss"][:3]).all() and np.isfinite(ref["loss"][3:]).all()
+    check_softmax(lib, z, y, top_k=(1, 7))  # mean is +inf
+    check_softmax(lib, z[3:], y[3:])  # finite without the -inf targets
+    check_softmax(lib, z[3:], y[3:], label_smoothing=0.1)  # smoothing touches -inf: +inf
+    t = one_hot(y[3:], C)
+    m, ref = check_softmax(lib, z[3:], t, reduction="none")  # 0 * -inf contributes 0
+    assert np.isfinite(ref["loss"]).all()
+    check_softmax(lib, z[3:], t, label_smoothing=0.1, reduction="none")
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=FLOAT_IDS)
+@pytest.mark.parametrize("from_logits", [True, False], ids=["logits", "probs"])
+def test_nan_rows(lib, rng, dtype, from_logits):
+    skip_unsupported(lib, dtype)
+    N, C = 10, 7
+    z = make_logits(rng, (N, C), dtype) if from_logits else make_probs(rng, (N, C), dtype)
+    y = make_sparse(rng, (N,), C)
+    z[1, 3] = np.nan
+    z[4, y[4]] = np.nan  # NaN on the target
+    z[6, :] = np.nan
+    z[7, int(np.argmax(z[7].astype(np.float64)))] = np.nan  # NaN where the max was
+    m, ref = check_softmax(lib, z, y, reduction="none", top_k=(1, C), from_logits=from_logits)
+    assert np.isnan(ref["loss"][[1, 4, 6, 7]]).all()
+    assert not ref["correct"][[1, 4, 6, 7]].any()
+    assert ref["top_k_accuracy"][C] == (N - 4) / N  # NaN rows are in no top-k, even k = C
+    check_softmax(lib, z, y, top_k=C, from_logits=from_logits)  # reduced loss shows the NaN
+    check_softmax(lib, z, y, reduction="sum", from_logits=from_logits)
+    check_softmax(lib, z, one_hot(y, C), reduction="none", from_logits=from_logits)
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=FLOAT_IDS)
+def test_plus_inf(lib, rng, dtype):
+    skip_unsupported(lib, dtype)
+    N, C = 6, 5
+    z = make_logits(rng, (N, C), dtype)
+    y = np.array([0, 1, 2, 3, 4, 0])
+    z[0, 0] = np.inf  # +inf on the target: NaN loss (max-shift), argmax right
+    z[1, 3] = np.inf  # +inf elsewhere: NaN loss, argmax wrong
+    z[2, [1, 2]] = np.inf  # two +inf: first one is the argmax
+    m, ref = check_softmax(lib, z, y, reduction="none", top_k=(1, 2))
+    assert np.isnan(ref["loss"][:3]).all()
+    assert ref["correct"][:3].tolist() == [True, False, False]
+    check_softmax(lib, z, y, top_k=2)
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=FLOAT_IDS)
+def test_huge_magnitudes(lib, rng, dtype):
+    skip_unsupported(lib, dtype)
+    big = {np.dtype(np.float16): 6e4}.get(np.dtype(dtype), 1e30)
+    N, C = 9, 6
+    z = cast(np.clip(rng.standard_normal((N, C)), -1, 1) * big, dtype)
+    y = make_sparse(rng, (N,), C)
+    _all_reductions(lib, z, y, top_k=2)
+    _all_reductions(lib, z, one_hot(y, C))
+    _all_reductions(lib, z, y, label_smoothing=0.05)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, BF16], ids=["f32", "f64", "bf16"])
+@pytest.mark.parametrize("C", [7, 1000])
+def test_large_offsets(lib, rng, dtype, C):
+    skip_unsupported(lib, dtype)
+    N = 16
+    z = cast(1e6 + rng.standard_normal((N, C)) * 2, dtype)
+    y = make_sparse(rng, (N,), C)
+    _all_reductions(lib, z, y, top_k=3)
+    _all_reductions(lib, z, make_soft(rng, (N, C)))
+    _all_reductions(lib, z, y, label_smoothing=0.1)
+    _all_reductions(lib, cast(-1e6 + rng.standard_normal((N, C)), dtype), y)
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=FLOAT_IDS)
+@pytest.mark.parametrize("C,gap", [(31, 10.0), (1000, 10.0), (1000, 15.0), (1000, 30.0),
+                                   (1000, 100.0), (65537, 20.0)])
+def test_peaked_rows(lib, rng, dtype, C, gap):
+    """p(target) -> 1: the loss is tiny (log1p of a small sum) and must keep its precision:
+    neither cancellation in lse - z_y nor the small terms lost when summed onto exp(0) = 1."""
+    skip_unsupported(lib, dtype)
+    N = 8 if C <= 1000 else 2
+    z = np.zeros((N, C))
+    y = make_sparse(rng, (N,), C)
+    z[np.arange(N), y] = gap
+    z[1] += 50.0  # same, shifted
+    z = cast(z, dtype)
+    m, ref = check_softmax(lib, z, y, reduction="none")
+    assert (ref["loss"] >= 0).all() and (ref["loss"] < 1).all()
+    check_softmax(lib, z, y)
+    check_softmax(lib, z, one_hot(y, C), reduction="none")
+
+
+def test_c1_and_c2(lib, rng):
+    z = make_logits(rng, (9, 1), np.float32)
+    m, ref = check_softmax(lib, z, np.zeros(9, np.int64), reduction="none", top_k=1)
+    assert (ref["loss"] == 0).all() and ref["correct"].all()
+    z = make_logits(rng, (9, 2), np.float32)
+    _all_reductions(lib, z, make_sparse(rng, (9,), 2), top_k=(1, 2))
+
+
+# -- dense one-hot == sparse: counts exactly, loss up to float rounding ---------------------------
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=FLOAT_IDS)
+@pytest.mark.parametrize("label_dtype", [np.float32, np.float64, np.bool_, np.int64, np.float16],
+                         ids=lambda d: np.dtype(d).name)
+def test_dense_one_hot_equals_sparse(lib, rng, dtype, label_dtype):
+    """README: a one-hot dense label gives the sparse result; zero targets contribute exactly 0
+    (the -inf logit below must not make the row NaN). The two kernels sum in different orders,
+    so the loss agrees within the dtype's tolerance and every count agrees exactly."""
+    skip_unsupported(lib, dtype)
+    N, C = 40, 31
+    z = make_logits(rng, (N, C), dtype)
+    z[3, 4] = -np.inf
+    y = make_sparse(rng, (N,), C)
+    y[3] = 5
+    cw = rng.random(C) + 0.5
+    sw = dyadic_weights(rng, (N,), lo=1)
+    t = one_hot(y, C, label_dtype)
+    for reduction in REDUCTIONS:
+        for kw in ({}, {"class_weight": cw, "sample_weight": sw}, {"top_k": (1, 5)},
+                   {"label_smoothing": 0.1}):
+            a = fx.softmax_cross_entropy(lib.to_lib(z), lib.to_lib(y), reduction=reduction,
+                                         **{k: lib.to_lib(v) if isinstance(v, np.ndarray) else v
+                                            for k, v in kw.items()})
+            b = fx.softmax_cross_entropy(lib.to_lib(z), lib.to_lib(t), reduction=reduction,
+                                         **{k: lib.to_lib(v) if isinstance(v, np.ndarray) else v
+                                            for k, v in kw.items()})
+            where = f"{reduction} {sorted(kw)}"
+            assert_loss_close(lib.to_numpy(a.loss), lib.to_numpy(b.loss), dtype, where)
+            if "label_smoothing" not in kw:  # with smoothing the -inf class costs +inf, rightly
+                assert np.all(np.isfinite(lib.to_numpy(a.loss))), where
+            assert_exact(lib.to_numpy(a.accuracy), lib.to_numpy(b.accuracy), where)
+            assert int(lib.to_numpy(a.count)) == int(lib.to_numpy(b.count)) == N
+            for k in a.top_k_accuracy:
+                assert_exact(lib.to_numpy(a.top_k_accuracy[k]),
+                             lib.to_numpy(b.top_k_accuracy[k]), f"{where} top-{k}")
+            if reduction == "none":
+                np.testing.assert_array_equal(lib.to_numpy(a.correct), lib.to_numpy(b.correct))
+
+
+# -- ignore_index / empty batches ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("label_dtype", [np.int32, np.int64, np.int16])
+def test_all_ignored_batch(lib, rng, label_dtype):
+    z = make_logits(rng, (11, 6), np.float32)
+    y = np.full(11, -100, label_dtype)
+    m, ref = check_softmax(lib, z, y, ignore_index=-100, top_k=(1, 2))
+    assert ref["count"] == 0 and math.isnan(ref["loss"]) and math.isnan(ref["accuracy"])
+    assert math.isnan(ref["top_k_accuracy"][2])
+    m, ref = check_softmax(lib, z, y, ignore_index=-100, reduction="sum")
+    assert ref["loss"] == 0.0
+    m, ref = check_softmax(lib, z, y, ignore_index=-100, reduction="none")
+    assert (ref["loss"] == 0).all() and not ref["correct"].any()
+    check_softmax(lib, z, y, ignore_index=-100, sample_weight=np.ones(11),
+                  class_weight=np.ones(6))
+
+
+def test_ignore_index_excludes_rows_everywhere(lib, rng):
+    N, C = 30, 7
+    z = make_logits(rng, (N, C), np.float32)
+    y = make_sparse(rng, (N,), C)
+    keep = rng.random(N) < 0.6
+    y_ign = np.where(keep, y, -100)
+    z_bad = z.copy()
+    z_bad[~keep] = np.nan  # ignored rows' values do not matter, even NaN
+    sw = dyadic_weights(rng, (N,), lo=1)
+    for reduction in ("mean", "sum"):
+        a = fx.softmax_cross_entropy(z_bad, y_ign, ignore_index=-100, reduction=reduction,
+                                     sample_weight=sw, top_k=(1, 2))
+        b = fx.softmax_cross_entropy(z[keep], y[keep], reduction=reduction,
+                                     sample_weight=sw[keep], top_k=(1, 2))
+        assert float(a.loss) == pytest.approx(float(b.loss), rel=1e-12)
+        assert float(a.accuracy) == float(b.accuracy)
+        assert float(a.top_k_accuracy[2]) == float(b.top_k_accuracy[2])
+        assert int(a.count) == int(b.count) == keep.sum()
+    check_softmax(lib, z_bad, y_ign, ignore_index=-100, reduction="none")
+    check_softmax(lib, z, np.where(keep, y, 0), ignore_index=0, sample_weight=sw)
+
+
+def test_n_zero(lib):
+    for dtype in (np.float32, np.float64):
+        z = np.zeros((0, 10), dtype)
+        y = np.zeros((0,), np.int64)
+        m, ref = check_softmax(lib, z, y, top_k=3)
+        assert ref["count"] == 0
+        check_softmax(lib, z, y, reduction="sum")
+        check_softmax(lib, z, y, reduction="none")
+        check_softmax(lib, z, np.zeros((0, 10), np.float32))
+
+
+# -- result types --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=FLOAT_IDS)
+def test_result_types(lib, rng, dtype):
+    skip_unsupported(lib, dtype)
+    z = make_logits(rng, (4, 3, 5), dtype)
+    y = make_sparse(rng, (4, 3), 5)
+    m = fx.softmax_cross_entropy(lib.to_lib(z), lib.to_lib(y), top_k=[1, 2])
+    assert isinstance(m, fx.Metrics)
+    for v in (m.loss, m.accuracy, m.count, m.top_k_accuracy[1], m.top_k_accuracy[2]):
+        assert lib.is_native(v) and lib.to_numpy(v).shape == ()
+    assert lib.to_numpy(m.loss).dtype == np.float64
+    assert lib.to_numpy(m.count).dtype == np.int64 and int(m.count) == 12
+    assert m.exact_match is None and m.correct is None and m.task == "multiclass"
+    float(m.loss), float(m.accuracy)  # noqa: B018 - must work for every library
+    m = fx.softmax_cross_entropy(lib.to_lib(z), lib.to_lib(y), reduction="none")
+    row = np.float64 if np.dtype(dtype) == np.float64 else np.float32
+    assert lib.to_numpy(m.loss).dtype == row and lib.to_numpy(m.loss).shape == (4, 3)
+    assert lib.to_numpy(m.correct).dtype == np.bool_ and lib.to_numpy(m.correct).shape == (4, 3)
+    assert m.top_k_accuracy == {}
+    with pytest.raises(Exception):  # noqa: B017 - frozen
+        m.loss = 0  # type: ignore[misc]
+
+
+def test_numpy_results_are_ndarrays_not_scalars(rng):
+    z = make_logits(rng, (5, 4), np.float32)
+    m = fx.softmax_cross_entropy(z, make_sparse(rng, (5,), 4))
+    assert type(m.loss) is np.ndarray and type(m.accuracy) is np.ndarray
+    assert type(m.count) is np.ndarray
+
+
+def test_list_input():
+    m = fx.softmax_cross_entropy([[0.0, 0.0], [0.0, math.log(3.0)]], [0, 1])
+    assert float(m.loss) == pytest.approx((math.log(2) + math.log(4 / 3)) / 2, rel=1e-6)
+    assert float(m.accuracy) == 1.0
+
+
+def test_dense_unnormalised_rows(lib, rng):
+    """Multi-hot / unnormalised dense rows: w_i = sw_i * sum_c t_ic cw_c with class weights;
+    without class weights the row weight is sw_i (README, "Weights")."""
+    N, C = 21, 6
+    z = make_logits(rng, (N, C), np.float32)
+    t = (rng.random((N, C)) < 0.4).astype(np.float32)
+    t[:, 0] = np.maximum(t[:, 0], t.sum(1) == 0)  # no all-zero row
+    t[::5] *= 2.5
+    cw = rng.random(C) + 0.5
+    sw = dyadic_weights(rng, (N,), lo=1)
+    for reduction in REDUCTIONS:
+        check_softmax(lib, z, t, class_weight=cw, reduction=reduction)
+        check_softmax(lib, z, t, class_weight=cw, sample_weight=sw, reduction=reduction,
+                      label_smoothing=0.1)
+        check_softmax(lib, z, t, sample_weight=sw, reduction=reduction)
