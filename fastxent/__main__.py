@@ -1,0 +1,8 @@
+"""``python -m fastxent``: the ``fastxent`` command line (see :mod:`fastxent.cli`)."""
+
+import sys
+
+from .cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())
