@@ -98,8 +98,13 @@ def _bins_to_limbs(bins, out):
     """Carry per-quantity exponent bins (int64, any sign) into canonical 32-bit limbs."""
     nq = bins.shape[0]
     for q in range(nq):
+        lo = 0
+        while lo < NBINS and bins[q, lo] == 0:
+            lo += 1
+        if lo == NBINS:  # an unused quantity (e.g. weights of an unweighted call): limbs stay 0
+            continue
         b = bins[q].copy()
-        for e in range(NBINS - _MANT_LO_BITS):
+        for e in range(lo, NBINS - _MANT_LO_BITS):
             c = b[e] >> _MANT_LO_BITS
             b[e] -= c << _MANT_LO_BITS
             b[e + _MANT_LO_BITS] += c
