@@ -196,6 +196,17 @@ def _slow_softmax_loss(zr, tr, yi, dense, ls, cw, cw_inside, from_logits, renorm
     return loss
 
 
+@jit_inline
+def _count_label_stats(cnt, nbin, npos, st, C, sum1_tol):
+    """Task-detection statistics of one dense label row (ONEHOT / BINARY / SUM1)."""
+    if nbin == C:
+        cnt[BINARY] += 1
+        if npos == 1.0:
+            cnt[ONEHOT] += 1
+    if abs(np.float64(st) - 1.0) <= sum1_tol:
+        cnt[SUM1] += 1
+
+
 # ============================================================================ softmax kernels
 
 
@@ -567,12 +578,7 @@ def _softmax_dense(
                 st += tv
                 npos += one if tv > zero else zero
                 nbin += one if (tv == zero or tv == one) else zero
-            if nbin == C:
-                cnt[BINARY] += 1
-                if npos == one:
-                    cnt[ONEHOT] += 1
-            if abs(np.float64(st) - 1.0) <= sum1_tol:
-                cnt[SUM1] += 1
+            _count_label_stats(cnt, nbin, npos, st, C, sum1_tol)
             ty = _first_index_of(tr, tmax) if tmax == tmax else 0
             ty = ty if ty < C else 0
             zy = widen(zr, ty)
@@ -781,12 +787,7 @@ def _sigmoid(
                     lq = lq if lq > floorc else floorc
                     sl -= colw[c] * (pw[c] * tp * lp + (one - tp) * lq)
                     er += one if ((x > thrc) == (tv > half)) else zero
-            if nbin == C:
-                cnt[BINARY] += 1
-                if npos == one:
-                    cnt[ONEHOT] += 1
-            if abs(np.float64(st) - 1.0) <= sum1_tol:
-                cnt[SUM1] += 1
+            _count_label_stats(cnt, nbin, npos, st, C, sum1_tol)
             if tbad != zero:
                 if fb < 0:
                     fb = i
@@ -910,35 +911,33 @@ def _finish(counts_t, bins_t, first_bad_t, rows) -> Partial:
     return Partial(counts, limbs, *rows, first_bad=int(fb.min()) if fb.size else -1)
 
 
-def _blocks(n: int, layout_ok: bool):
-    """Row ranges: everything at once when the layout is readable in place, else blocks."""
-    if layout_ok or n == 0:
-        return [(0, n)]
-    step = S_BLOCK_ROWS()
-    return [(r0, min(n, r0 + step)) for r0 in range(0, n, step)]
+def _run_blocks(n, arrays, launch, counts, bins, first_bad):
+    """Call ``launch(r0, r1, bufs, cnt, bn, fb)`` over row blocks, every 2-D array in ``arrays``
+    turned into a (buffer, row-stride) pair. When all arrays are readable in place there is one
+    block and the kernels write ``counts``/``bins``/``first_bad`` directly; otherwise (a strided
+    class axis) each block is copied, run into fresh state, and added in (exact integers)."""
+    views = [_row_buffer(a) for a in arrays]
+    if all(v is not None for v in views):
+        launch(0, n, views, counts, bins, first_bad)
+        return
+    step = _block_rows()
+    for r0 in range(0, n, step):
+        r1 = min(n, r0 + step)
+        bufs = [_row_buffer(np.ascontiguousarray(a[r0:r1])) for a in arrays]
+        cnt, bn = np.zeros_like(counts), np.zeros_like(bins)
+        fb = np.full_like(first_bad, -1)
+        launch(r0, r1, bufs, cnt, bn, fb)
+        counts[0] += cnt.sum(axis=0)
+        bins[0] += bn.sum(axis=0)
+        bad = fb[fb >= 0]
+        if bad.size and first_bad[0] < 0:
+            first_bad[0] = r0 + bad.min()
 
 
-def S_BLOCK_ROWS() -> int:  # noqa: N802 - read at call time so tests can change config
-    from .. import config
+def _block_rows() -> int:
+    from .. import config  # read at call time so tests can change it
 
     return config.CPU_BLOCK_ROWS
-
-
-def _run_blocks(n, arrays, launch):
-    """Call ``launch(r0, r1, bufs)`` over row blocks, with every 2-D array in ``arrays``
-    turned into a (buffer, row-stride) pair; arrays whose class axis is strided are copied
-    one block at a time."""
-    views = [_row_buffer(a) for a in arrays]
-    ok = all(v is not None for v in views)
-    for r0, r1 in _blocks(n, ok):
-        bufs = []
-        for a, v in zip(arrays, views):
-            if ok:
-                bufs.append(v)
-            else:
-                blk = np.ascontiguousarray(a[r0:r1])
-                bufs.append(_row_buffer(blk))
-        launch(r0, r1, bufs, ok)
 
 
 def softmax_xent(logits: np.ndarray, labels: np.ndarray, opts: SoftmaxOptions) -> Partial:
@@ -964,11 +963,8 @@ def softmax_xent(logits: np.ndarray, labels: np.ndarray, opts: SoftmaxOptions) -
     small = (not opts.dense and opts.from_logits and C <= SMALL_C and K == 0
              and opts.label_smoothing == 0.0 and (not opts.cw_inside or not has_cw))
 
-    def launch(r0, r1, bufs, whole):
+    def launch(r0, r1, bufs, cnt, bn, fb):
         sl = slice(r0, r1)
-        cnt = counts if whole else np.zeros_like(counts)
-        bn = bins if whole else np.zeros_like(bins)
-        fb = first_bad if whole else np.full(T, -1, dtype=np.int64)
         rows = (row_loss[sl] if opts.want_rows else row_loss,
                 row_correct[sl] if opts.want_rows else row_correct,
                 row_hits[sl] if opts.want_rows else row_hits)
@@ -998,15 +994,9 @@ def softmax_xent(logits: np.ndarray, labels: np.ndarray, opts: SoftmaxOptions) -
                     has_cw, opts.cw_inside, float(opts.label_smoothing), opts.from_logits,
                     opts.renormalize, float(opts.eps), ks, opts.topk_any_tie, opts.want_rows,
                     *rows, cnt, bn, fb), T)
-        if not whole:
-            counts[0] += cnt.sum(axis=0)
-            bins[0] += bn.sum(axis=0)
-            bad = fb[fb >= 0]
-            if bad.size and first_bad[0] < 0:
-                first_bad[0] = r0 + bad.min()
 
     if n and C:
-        _run_blocks(n, arrays, launch)
+        _run_blocks(n, arrays, launch, counts, bins, first_bad)
     rows = (row_loss, row_correct, None, row_hits) if opts.want_rows else (None, None, None, None)
     return _finish(counts, bins, first_bad, rows)
 
@@ -1028,11 +1018,8 @@ def sigmoid_xent(logits: np.ndarray, targets: np.ndarray, opts: SigmoidOptions) 
     m = n if opts.want_rows else 0
     row_loss, row_correct, row_elem = (np.empty(m, rdt), np.empty(m, np.bool_), np.empty(m, rdt))
 
-    def launch(r0, r1, bufs, whole):
+    def launch(r0, r1, bufs, cnt, bn, fb):
         sl = slice(r0, r1)
-        cnt = counts if whole else np.zeros_like(counts)
-        bn = bins if whole else np.zeros_like(bins)
-        fb = first_bad if whole else np.full(T, -1, dtype=np.int64)
         rows = ((row_loss[sl], row_correct[sl], row_elem[sl]) if opts.want_rows
                 else (row_loss, row_correct, row_elem))
         (zb, rs), (tb, trs) = bufs
@@ -1042,15 +1029,9 @@ def sigmoid_xent(logits: np.ndarray, targets: np.ndarray, opts: SigmoidOptions) 
             float(opts.label_smoothing), opts.from_logits, float(opts.eps),
             float(opts.log_floor), float(opts.thr), opts.want_cat, _sum1_tol(),
             opts.want_rows, *rows, cnt, bn, fb), T)
-        if not whole:
-            counts[0] += cnt.sum(axis=0)
-            bins[0] += bn.sum(axis=0)
-            bad = fb[fb >= 0]
-            if bad.size and first_bad[0] < 0:
-                first_bad[0] = r0 + bad.min()
 
     if n and C:
-        _run_blocks(n, [z, tl], launch)
+        _run_blocks(n, [z, tl], launch, counts, bins, first_bad)
     rows = (row_loss, row_correct, row_elem, None) if opts.want_rows else (None, None, None, None)
     return _finish(counts, bins, first_bad, rows)
 
