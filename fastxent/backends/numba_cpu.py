@@ -39,8 +39,8 @@ import numpy as np
 from .. import _state as S
 from . import Partial, SigmoidOptions, SoftmaxOptions
 from ._jit import jit_inline, jit_rows
-from ._numba_math import (cast_like, f64_as_i64, fexp, flog, flog1p, flogsum, nonfinite, rowmax,
-                          widen)
+from ._numba_math import (cast_like, f32_as_i32, f64_as_i64, fexp, flog, flog1p, flog1p_unit,
+                          flogsum, nonfinite, rowmax, widen)
 
 NAME = "numba"
 xp = np
@@ -78,6 +78,21 @@ def _bin_add(bins, q, v):
         hi = -hi
     bins[q, e] += lo
     bins[q, e + _MANT_LO_BITS] += hi
+
+
+@jit_inline
+def _bin_add32(b, v):
+    """b += v exactly for a finite float32 value v (given as float64): its 24-bit mantissa lands
+    in the float64-scaled bin of its exponent (float32 exponent e weighs 2**(e - 150), i.e. bin
+    e + 925). One read-modify-write instead of two."""
+    bits = f32_as_i32(np.float32(v))
+    e = (bits >> 23) & 0xFF
+    mant = np.int64(bits & 0x7FFFFF)
+    if e == 0:
+        e = 1
+    else:
+        mant |= 0x800000
+    b[e + 925] += -mant if bits < 0 else mant
 
 
 @jit_inline
@@ -310,7 +325,8 @@ def _softmax_sparse(
                     for c in range(C):
                         v = widen(zr, c)
                         d = v - m
-                        s += fexp(d) if d < zero else zero
+                        e = fexp(d)  # computed unconditionally: a select, not a branch
+                        s += e if d < zero else zero
                         neq += one if d == zero else zero
                         chk += nonfinite(v)
                 else:
@@ -330,7 +346,8 @@ def _softmax_sparse(
                             neq = zero
                             for c in range(C):
                                 d = widen(zr, c) - m
-                                s += fexp(d) if d < zero else zero
+                                e = fexp(d)  # computed unconditionally: a select, not a branch
+                                s += e if d < zero else zero
                                 neq += one if d == zero else zero
                                 sd += d
                                 scd += cw[c] * d
@@ -424,8 +441,6 @@ def _softmax_sparse_small(
     sm = np.empty(TILE, dtype=type(one))
     neq = np.empty(TILE, dtype=type(one))
     chk = np.empty(TILE, dtype=type(one))
-    hits = np.zeros(1, dtype=np.bool_)
-    ks = np.zeros(0, dtype=np.int64)
     dummy_t = np.zeros(1, dtype=np.float32)
     weighted = has_sw or has_cw
     for t in range(t_lo, t_hi):
@@ -434,6 +449,9 @@ def _softmax_sparse_small(
         r0 = t * n // T
         r1 = (t + 1) * n // T
         fb = -1
+        n_rows = 0
+        n_cat = 0
+        banks = np.zeros((2, NBINS), dtype=np.int64)
         for i0 in range(r0, r1, TILE):
             nr = min(TILE, r1 - i0)
             # 0. transpose the tile: buf[c, r] = z[i0 + r, c]
@@ -463,7 +481,8 @@ def _softmax_sparse_small(
                 bc = buf[c]
                 for r in range(bc.shape[0]):
                     d = bc[r] - mx[r]
-                    sm[r] += fexp(d) if d < zero else zero
+                    e = fexp(d)  # unconditional: a select vectorises, a branch does not
+                    sm[r] += e if d < zero else zero
                     neq[r] += one if d == zero else zero
             # 3. log (vectorised across rows), then per-row bookkeeping
             for r in range(sm.shape[0]):
@@ -471,13 +490,12 @@ def _softmax_sparse_small(
             for r in range(nr):
                 i = i0 + r
                 yi = np.int64(y[i])
-                cnt[SEEN] += 1
                 if has_ignore and yi == ignore:
                     if want_rows:
                         row_loss[i] = zero
                         row_correct[i] = False
                     continue
-                cnt[ROWS] += 1
+                n_rows += 1
                 swi = sw[i] if has_sw else 1.0
                 correct = False
                 if yi < 0 or yi >= C:
@@ -498,12 +516,29 @@ def _softmax_sparse_small(
                                                   True, False, 0.0)
                         if not _has_nan(zr) and zy == m:
                             correct = _first_index_of(zr, m) == yi
+                n_cat += 1 if correct else 0
                 w = swi * cw64[yi] if (has_cw and 0 <= yi < C) else swi
                 wl = w * loss
-                _accumulate_softmax_row(cnt, bn, wl, w, swi, correct, hits, ks, weighted, has_sw)
+                if not weighted and nonfinite(wl) == 0.0 and np.float64(np.float32(wl)) == wl:
+                    # the common case: a finite float32 loss, one add into alternating banks
+                    _bin_add32(banks[i & 1], wl)
+                else:
+                    _add_loss(cnt, bn, wl)
+                    if weighted:
+                        _bin_add(bn, X_W, w)
+                    if has_sw:
+                        _bin_add(bn, X_SW, swi)
+                        if correct:
+                            _bin_add(bn, X_CAT, swi)
                 if want_rows:
                     row_loss[i] = cast_like(wl, one)
                     row_correct[i] = correct
+        # counters and banks live in registers / L1 during the loop; flush once per range
+        cnt[SEEN] += r1 - r0
+        cnt[ROWS] += n_rows
+        cnt[CAT] += n_cat
+        for e in range(NBINS):
+            bn[X_LOSS, e] += banks[0, e] + banks[1, e]
         first_bad[t] = fb
 
 
@@ -607,7 +642,8 @@ def _softmax_dense(
                         v = widen(zr, c)
                         tv = cast_like(widen(tr, c), one)
                         d = v - m
-                        s += fexp(d) if d < zero else zero
+                        e = fexp(d)  # computed unconditionally: a select, not a branch
+                        s += e if d < zero else zero
                         neq += one if d == zero else zero
                         std += tv * d
                         sd += d
@@ -764,7 +800,7 @@ def _sigmoid(
                     nbin += one if (tv == zero or tv == one) else zero
                     tp = omls * tv + ls2
                     ax = x if x > zero else -x
-                    l1 = flog1p(fexp(-ax))
+                    l1 = flog1p_unit(fexp(-ax))
                     spn = (-x if x < zero else zero) + l1
                     spp = (x if x > zero else zero) + l1
                     sl += colw[c] * (pw[c] * tp * spn + (one - tp) * spp)
