@@ -1,0 +1,1 @@
+"""fastxent's asv benchmarks: see ../README.md (workloads of shared/BENCHMARKS.md)."""
