@@ -25,6 +25,7 @@ __all__ = [
     "FASTMATH_FLAGS",
     "BACKEND",
     "CPU_BLOCK_ROWS",
+    "CPU_BLOCK_BYTES",
     "CUDA_NVRTC_OPTIONS",
     "CUDA_THREADS_PER_BLOCK",
     "SUM_TO_ONE_TOL",
@@ -50,9 +51,11 @@ FASTMATH_FLAGS: set[str] | bool = {"reassoc", "contract", "arcp", "nsz"} if _FAS
 
 BACKEND: str = _env("FASTXENT_BACKEND", "auto", ("auto", "numba", "cuda"))
 
-# Rows per block when the CPU engine must copy a strided (e.g. Fortran-ordered) input into a
-# contiguous buffer: bounds the temporary to CPU_BLOCK_ROWS x C elements.
+# When the CPU engine must copy a strided (e.g. Fortran-ordered) input into a contiguous
+# buffer, it does so one block of rows at a time: at most CPU_BLOCK_ROWS rows and at most
+# CPU_BLOCK_BYTES bytes per array, so the temporary stays small whatever N and C are.
 CPU_BLOCK_ROWS: int = 16384
+CPU_BLOCK_BYTES: int = 16 << 20
 
 # Dense label rows whose sum is within this of 1 count as "sums to one" for task detection.
 SUM_TO_ONE_TOL: float = 1e-3

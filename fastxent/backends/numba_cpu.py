@@ -956,13 +956,15 @@ def _run_blocks(n, arrays, launch, counts, bins, first_bad):
     if all(v is not None for v in views):
         launch(0, n, views, counts, bins, first_bad)
         return
-    step = _block_rows()
+    row_bytes = max(a.shape[1] * a.itemsize for a in arrays)
+    step = _block_rows(row_bytes)
     for r0 in range(0, n, step):
         r1 = min(n, r0 + step)
         bufs = [_row_buffer(np.ascontiguousarray(a[r0:r1])) for a in arrays]
         cnt, bn = np.zeros_like(counts), np.zeros_like(bins)
         fb = np.full_like(first_bad, -1)
         launch(r0, r1, bufs, cnt, bn, fb)
+        del bufs  # release this block before the next one is copied
         counts[0] += cnt.sum(axis=0)
         bins[0] += bn.sum(axis=0)
         bad = fb[fb >= 0]
@@ -970,10 +972,10 @@ def _run_blocks(n, arrays, launch, counts, bins, first_bad):
             first_bad[0] = r0 + bad.min()
 
 
-def _block_rows() -> int:
+def _block_rows(row_bytes: int) -> int:
     from .. import config  # read at call time so tests can change it
 
-    return config.CPU_BLOCK_ROWS
+    return max(1, min(config.CPU_BLOCK_ROWS, config.CPU_BLOCK_BYTES // max(row_bytes, 1)))
 
 
 def softmax_xent(logits: np.ndarray, labels: np.ndarray, opts: SoftmaxOptions) -> Partial:
