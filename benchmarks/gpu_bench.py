@@ -21,8 +21,6 @@ import statistics
 import sys
 from dataclasses import dataclass
 
-import numpy as np
-
 try:
     import cupy
 except ImportError:  # pragma: no cover
@@ -105,9 +103,7 @@ def nbytes(*arrays) -> int:
 
 def read_ceiling_ms(total_bytes: int, reps: int) -> float:
     x = cupy.ones(total_bytes // 4, dtype=cupy.float32)
-    ms = time_ms(lambda: x.sum(), reps)
-    del x
-    return ms
+    return time_ms(x.sum, reps)
 
 
 def peak_extra_cupy(fn) -> int:

@@ -77,7 +77,8 @@ def engine_for(*arrays: Any, names: tuple[str, ...] = ()):
 
     Raises ``TypeError`` when host and device inputs are mixed, naming both.
     """
-    named = [(n, a) for n, a in zip(names or [f"arg{i}" for i in range(len(arrays))], arrays)
+    labels = names or [f"arg{i}" for i in range(len(arrays))]
+    named = [(n, a) for n, a in zip(labels, arrays, strict=True)
              if a is not None]
     dev = [(n, a) for n, a in named if is_device(a)]
     host = [(n, a) for n, a in named if not is_device(a)]
@@ -92,7 +93,8 @@ def engine_for(*arrays: Any, names: tuple[str, ...] = ()):
         devices = {_device_id(a) for _, a in dev}
         if len(devices) > 1:
             raise TypeError(
-                f"inputs live on different GPUs ({', '.join(f'{n}: {_describe(a)}' for n, a in dev)}); "
+                "inputs live on different GPUs ("
+                + ", ".join(f"{n}: {_describe(a)}" for n, a in dev) + "); "
                 "move them to one device first"
             )
     want = config.BACKEND

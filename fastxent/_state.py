@@ -139,7 +139,7 @@ class State:
         return None
 
     def merged(self, other: State) -> State:
-        """A new state holding the exact sum of both (host arrays; device states use their engine)."""
+        """A new state holding the exact sum of both (on the host)."""
         why = self.compatible(other)
         if why is not None:
             raise ValueError(f"cannot merge evaluator states: {why}")

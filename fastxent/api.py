@@ -38,7 +38,7 @@ def metrics_from_run(run: _core.Run, reduction: str) -> Metrics:
     return Metrics(
         loss=loss,
         accuracy=w(vals["cat"] if softmax else vals["elem"]),
-        top_k_accuracy={k: w(v) for k, v in zip(run.state.ks, vals["topk"])},
+        top_k_accuracy={k: w(v) for k, v in zip(run.state.ks, vals["topk"], strict=True)},
         exact_match=None if softmax else w(vals["exact"]),
         count=w(vals["count"]),
         task=run.state.task,

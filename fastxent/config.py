@@ -47,7 +47,9 @@ NUMBA_CACHE: bool = _env("FASTXENT_NUMBA_CACHE", "1", ("0", "1")) == "1"
 # 'nnan' or 'ninf': kernels detect non-finite rows with `x - x` and comparisons, which those
 # flags would let LLVM fold away (see BENCHMARKS.md, "Mind NaN").
 _FASTMATH = _env("FASTXENT_FASTMATH", "default", ("default", "off"))
-FASTMATH_FLAGS: set[str] | bool = {"reassoc", "contract", "arcp", "nsz"} if _FASTMATH == "default" else False
+FASTMATH_FLAGS: set[str] | bool = (
+    {"reassoc", "contract", "arcp", "nsz"} if _FASTMATH == "default" else False
+)
 
 BACKEND: str = _env("FASTXENT_BACKEND", "auto", ("auto", "numba", "cuda"))
 

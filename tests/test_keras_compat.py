@@ -24,6 +24,7 @@ if not hasattr(keras.losses, "categorical_crossentropy"):  # pragma: no cover
 
 import fastxent.keras as fk  # noqa: E402
 
+
 def _seed(params):
     return zlib.crc32(repr(params).encode())
 

@@ -53,7 +53,7 @@ def kernels_dir():
     )
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def source(name: str) -> str:
     """Self-contained source of ``name`` with local includes inlined and #line markers."""
     root = kernels_dir()
@@ -92,10 +92,11 @@ def softmax_name(logits_dtype: str, label_dtype: str, dense: bool, group: int, s
 
 
 def sigmoid_name(logits_dtype: str, target_dtype: str, group: int, sw: bool) -> str:
-    return f"sigmoid_xent<{LOGITS_CT[logits_dtype]}, {DENSE_LABEL_CT[target_dtype]}, {group}, {_b(sw)}>"
+    lt, tt = LOGITS_CT[logits_dtype], DENSE_LABEL_CT[target_dtype]
+    return f"sigmoid_xent<{lt}, {tt}, {group}, {_b(sw)}>"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _module(device_id: int, fname: str, name: str):
     import cupy
 

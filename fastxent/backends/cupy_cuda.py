@@ -147,7 +147,7 @@ def first_bad(partial: Partial) -> int:
 # =========================================================================== launch helpers
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _sm_count(device_id: int) -> int:
     return int(cupy.cuda.Device(device_id).attributes["MultiProcessorCount"])
 
@@ -310,7 +310,8 @@ def sigmoid_xent(logits, targets, opts: SigmoidOptions, want_cat: bool = False) 
     pw, colw, sw = _f64(opts.pos_weight), _f64(opts.col_weight), _f64(opts.sample_weight)
     has_sw = sw is not None
     group = _group(C)
-    kern = M.get_function("sigmoid_xent.cu", M.sigmoid_name(logits.dtype.name, tname, group, has_sw))
+    name = M.sigmoid_name(logits.dtype.name, tname, group, has_sw)
+    kern = M.get_function("sigmoid_xent.cu", name)
     flags = ((F_FROM_LOGITS if opts.from_logits else 0) | (F_WANT_ROWS if opts.want_rows else 0)
              | (F_WEIGHTED if has_sw else 0) | (F_VEC if _vec_ok(logits) else 0)
              | (F_WANT_CAT if want_cat else 0))

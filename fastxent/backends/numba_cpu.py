@@ -39,8 +39,19 @@ import numpy as np
 from .. import _state as S
 from . import Partial, SigmoidOptions, SoftmaxOptions
 from ._jit import jit_inline, jit_rows
-from ._numba_math import (cast_like, f32_as_i32, f64_as_i64, fexp, flog, flog1p, flog1p_unit,
-                          flogsum, nonfinite, rowmax, widen)
+from ._numba_math import (
+    cast_like,
+    f32_as_i32,
+    f64_as_i64,
+    fexp,
+    flog,
+    flog1p,
+    flog1p_unit,
+    flogsum,
+    nonfinite,
+    rowmax,
+    widen,
+)
 
 NAME = "numba"
 xp = np
@@ -266,7 +277,6 @@ def _softmax_sparse(
     T = counts.shape[0]
     K = ks.shape[0]
     zero = one - one
-    ninf = cast_like(-np.inf, one)
     lsc = cast_like(ls, one)
     omls = one - lsc
     lsC = cast_like(ls / C, one)
@@ -428,7 +438,8 @@ def _softmax_sparse_small(
 
     With C = 10 a row does not fill a vector and per-row loop overhead dominates, so rows are
     laid across the SIMD lanes instead: each tile of TILE rows is transposed into a class-major
-    buffer ``T[c, r]``; then 1. max, 2. exp-sum of the non-maximal terms and tie count, 3. log and loss all run
+    buffer ``T[c, r]``; then 1. max, 2. exp-sum of the non-maximal terms and tie count,
+    3. log and loss all run
     element-wise across the rows of the tile (no horizontal reductions). Rows with a NaN/inf,
     a bad label or an ignored label take the generic per-row code. Same semantics as
     ``_softmax_sparse``.
@@ -562,8 +573,6 @@ def _softmax_dense(
     T = counts.shape[0]
     K = ks.shape[0]
     zero = one - one
-    ninf = cast_like(-np.inf, one)
-    pinf = cast_like(np.inf, one)
     half = cast_like(0.5, one)
     lsc = cast_like(ls, one)
     omls = one - lsc
@@ -653,12 +662,13 @@ def _softmax_dense(
                         er += one if ((v > thrc) == (tv > half)) else zero
                     lse = flogsum(neq, s)
                     # 3. loss = -sum_c a_c (d_c - L) = L sum(a) - sum(a d)
+                    L, a1, aC = np.float64(lse), np.float64(omls), np.float64(lsC)
                     if cw_inside:
-                        loss = (np.float64(lse) * (np.float64(omls) * np.float64(sct) + np.float64(lsC) * sumcw)
-                                - (np.float64(omls) * np.float64(sctd) + np.float64(lsC) * np.float64(scd)))
+                        loss = (L * (a1 * np.float64(sct) + aC * sumcw)
+                                - (a1 * np.float64(sctd) + aC * np.float64(scd)))
                     else:
-                        loss = (np.float64(lse) * (np.float64(omls) * np.float64(st) + np.float64(lsc))
-                                - (np.float64(omls) * np.float64(std) + np.float64(lsC) * np.float64(sd)))
+                        loss = (L * (a1 * np.float64(st) + np.float64(lsc))
+                                - (a1 * np.float64(std) + aC * np.float64(sd)))
                 else:
                     inv = one / tot if renorm else one
                     for c in range(C):
@@ -675,10 +685,11 @@ def _softmax_dense(
                         sctd += cw[c] * tv * lp
                         scd += cw[c] * lp
                         er += one if ((v > thrc) == (tv > half)) else zero
+                    a1, aC = np.float64(omls), np.float64(lsC)
                     if cw_inside:
-                        loss = -(np.float64(omls) * np.float64(sctd) + np.float64(lsC) * np.float64(scd))
+                        loss = -(a1 * np.float64(sctd) + aC * np.float64(scd))
                     else:
-                        loss = -(np.float64(omls) * np.float64(std) + np.float64(lsC) * np.float64(sd))
+                        loss = -(a1 * np.float64(std) + aC * np.float64(sd))
                 if zy == m:
                     correct = neq == one or _first_index_of(zr, m) == ty
             else:
@@ -758,7 +769,6 @@ def _sigmoid(
     """
     T = counts.shape[0]
     zero = one - one
-    ninf = cast_like(-np.inf, one)
     half = cast_like(0.5, one)
     lsc = cast_like(ls, one)
     omls = one - lsc
@@ -838,8 +848,9 @@ def _sigmoid(
                     x = np.float64(widen(zr, c))
                     tv = np.float64(widen(tr, c))
                     tp = (1.0 - ls) * tv + ls / 2.0
-                    acc += np.float64(colw[c]) * _sig_slow_elem(x, tp, np.float64(pw[c]), from_logits,
-                                                                eps, log_floor)
+                    pwc = np.float64(pw[c])
+                    acc += np.float64(colw[c]) * _sig_slow_elem(x, tp, pwc, from_logits, eps,
+                                                                log_floor)
                     er += one if (x == x and ((x > thr) == (tv > 0.5))) else zero
                 loss = acc / C
             cat = False
