@@ -64,6 +64,17 @@ _FLOATS = ("float16", "bfloat16", "float32", "float64")
 # ----------------------------------------------------------------------------- helpers
 
 
+def _same_shape_pair(y_true, y_pred):
+    """(y_pred, y_true, shape) for the dense losses, which need both of one shape (Keras's
+    message)."""
+    yp, yt = _pred(y_pred), _core._user_array(y_true)
+    ps, ts = shape_of(yp), shape_of(yt)
+    if ts != ps:
+        raise ValueError(f"Arguments `target` and `output` must have the same shape. "
+                         f"Received: target.shape={ts}, output.shape={ps}")
+    return yp, yt, ps
+
+
 def _pred(y):
     """Keras converts Python lists/scalars to floatx (float32); arrays keep their dtype."""
     if y is None or (hasattr(y, "shape") and hasattr(y, "dtype")):
@@ -144,11 +155,7 @@ def categorical_crossentropy(y_true, y_pred, from_logits=False, label_smoothing=
     if isinstance(axis, bool):
         raise ValueError(f"`axis` must be of type `int`. Received: axis={axis} of type "
                          f"{type(axis)}")
-    yp, yt = _pred(y_pred), _core._user_array(y_true)
-    ps, ts = shape_of(yp), shape_of(yt)
-    if ts != ps:
-        raise ValueError(f"Arguments `target` and `output` must have the same shape. "
-                         f"Received: target.shape={ts}, output.shape={ps}")
+    yp, yt, ps = _same_shape_pair(y_true, y_pred)
     if len(ps) < 1:
         raise ValueError("Arguments `target` and `output` must be at least rank 1.")
     if ps[-1] == 1:
@@ -214,11 +221,7 @@ def binary_crossentropy(y_true, y_pred, from_logits=False, label_smoothing=0.0, 
     >>> fk.binary_crossentropy([[0, 1], [0, 0]], [[0.6, 0.4], [0.4, 0.6]]).round(3)
     array([0.916, 0.714], dtype=float32)
     """
-    yp, yt = _pred(y_pred), _core._user_array(y_true)
-    ps, ts = shape_of(yp), shape_of(yt)
-    if ts != ps:
-        raise ValueError(f"Arguments `target` and `output` must have the same shape. "
-                         f"Received: target.shape={ts}, output.shape={ps}")
+    yp, yt, ps = _same_shape_pair(y_true, y_pred)
     if len(ps) < 1:
         raise ValueError("binary_crossentropy needs at least one axis to average over")
     ax = _axis(axis, len(ps))
