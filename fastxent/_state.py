@@ -18,7 +18,8 @@ slot     meaning (over *counted* rows unless said otherwise)
 ======== ===================================================================================
 ROWS     rows counted (not ignored)
 SEEN     rows seen, ignored ones included
-CAT      rows whose first argmax of the predictions is the label (dense: first argmax of t)
+CAT      rows whose first argmax of the predictions is the label (dense: first argmax of t;
+         sigmoid: counted over one-hot label rows only, for the one-hot-trap warning)
 ELEM     elements with ``(pred > threshold) == (target > 0.5)`` (sigmoid, and softmax dense)
 EXACT    rows whose every element is right in that element-wise sense
 ONEHOT   rows (seen) whose dense labels are all 0/1 with exactly one 1

@@ -40,7 +40,7 @@
 //   probs:  p = clip(x, eps, 1 - eps); e = -(pw t' max(log p, floor) + (1 - t') max(log(1 - p), floor))
 //   e *= colw[c]; row loss = sum_c e / C (Keras: mean over the row's labels); value = sw * loss
 //   right_c = x not NaN and (x > thr) == (t > 0.5); exact match iff all C right
-//   CAT (F_WANT_CAT): first argmax of x == first argmax of t (task-mismatch diagnostics)
+//   CAT (F_WANT_CAT): one-hot label rows whose first argmax of x is the label's 1 (diagnostics)
 //   bad target (outside [0, 1] or NaN): first_bad = min row, the row's loss NaN
 //
 // One pass per row: every quantity above is a sum or an argmax over the row's elements.
@@ -152,7 +152,10 @@ sigmoid_xent(
             if (bad) atomicMax(first_bad, FX_LLMAX - i);   // see softmax_xent.cu
             const double s_w = SW ? __ldg(sw + i) : 1.0;
             const double loss_val = s_w * loss;
-            const bool cat = (flags & F_WANT_CAT) && !a.nan && a.ai == a.ti;          // bad targets do not change CAT (CPU engine)
+            // CAT over one-hot label rows only (the one-hot-trap warning needs every row one-hot; the
+            // CPU engine skips the argmax passes elsewhere); bad targets do not change it
+            const bool cat = (flags & F_WANT_CAT) && !a.nan && a.n_nonbin == 0 && a.n_one == 1
+                             && a.ai == a.ti;
             tally.cnt[S_SEEN] += 1;
             label_stats(tally.cnt, a.n_one, a.n_nonbin, (double)a.tsum, sum1_tol);
             const long long n_right = a.n_right;

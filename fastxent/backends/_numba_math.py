@@ -50,6 +50,7 @@ def _bitcast(src, dst):
     return cast
 
 
+_I32 = ir.IntType(32)
 f32_as_i32 = _bitcast(types.float32, types.int32)
 i32_as_f32 = _bitcast(types.int32, types.float32)
 f64_as_i64 = _bitcast(types.float64, types.int64)
@@ -108,6 +109,39 @@ def exp32(x):
     p = p * r + _E5
     p = p * r * r + r + F1
     return p * i32_as_f32((np.int32(n) + np.int32(127)) << np.int32(23))
+
+
+@intrinsic
+def _pow2_of_integral(typingctx, n):
+    """2**n as float32 for an integral float32 n in [-126, 127], built from its bits in 32-bit
+    integer arithmetic (Numba's int32 arithmetic would widen to int64 and back)."""
+    if n != types.float32:
+        return None
+
+    def codegen(context, builder, signature, args):
+        i = builder.fptosi(args[0], _I32)
+        i = builder.shl(builder.add(i, ir.Constant(_I32, 127)), ir.Constant(_I32, 23))
+        return builder.bitcast(i, ir.FloatType())
+
+    return types.float32(n), codegen
+
+
+@jit_inline
+def exp32_nonpos(x):
+    """exp(x) for finite float32 x <= 0 (a softmax term exp(z - max)): exp32 without the
+    upper clamp, and with 2**n built in 32 bits (about a fifth fewer vector instructions)."""
+    x = x if x > _EXP_LO else _EXP_LO
+    n = np.floor(x * _LOG2E + FHALF)
+    r = x - n * _LN2_HI
+    r = r - n * _LN2_LO
+    p = _E0
+    p = p * r + _E1
+    p = p * r + _E2
+    p = p * r + _E3
+    p = p * r + _E4
+    p = p * r + _E5
+    p = p * r * r + r + F1
+    return p * _pow2_of_integral(n)
 
 
 @jit_inline
@@ -229,10 +263,38 @@ def nonfinite(x):  # pragma: no cover
     raise NotImplementedError
 
 
+def rowmax_finite(a):  # pragma: no cover
+    raise NotImplementedError
+
+
+def fexp_nonpos(x):  # pragma: no cover
+    raise NotImplementedError
+
+
+def finite_init(one):  # pragma: no cover
+    raise NotImplementedError
+
+
+def finite_acc(acc, x):  # pragma: no cover
+    raise NotImplementedError
+
+
+def finite_ok(acc):  # pragma: no cover
+    raise NotImplementedError
+
+
 @overload(fexp)
 def _ov_fexp(x):
     if x == types.float32:
         return lambda x: exp32(x)
+    if x == types.float64:
+        return lambda x: math.exp(x)
+
+
+@overload(fexp_nonpos)
+def _ov_fexp_nonpos(x):
+    if x == types.float32:
+        return lambda x: exp32_nonpos(x)
     if x == types.float64:
         return lambda x: math.exp(x)
 
@@ -303,18 +365,76 @@ def _ov_widen(a, i):
         return lambda a, i: np.float32(a[i])
 
 
-@jit_inline
-def _f32_key(x):
-    """float32 -> int32 whose signed order is IEEE order (NaN above +inf)."""
-    b = f32_as_i32(x)
-    return b ^ ((b >> np.int32(31)) & np.int32(0x7FFFFFFF))
+# 32-bit integer helpers written in LLVM IR: Numba promotes int32 arithmetic to int64, which
+# halves the vector width of an integer reduction (4 int64 lanes per AVX2 register, compared
+# and blended, instead of 8 int32 lanes reduced by one vpmaxsd).
+
+
+def _i32_ashr_mask(builder, b):
+    """b ^ ((b >> 31) & 0x7FFFFFFF): float bits <-> signed keys (an involution)."""
+    s = builder.ashr(b, ir.Constant(_I32, 31))
+    return builder.xor(b, builder.and_(s, ir.Constant(_I32, 0x7FFFFFFF)))
+
+
+@intrinsic
+def f32_key(typingctx, x):
+    """float32 -> int32 whose signed order is IEEE order (-NaN < -inf < ... < +inf < +NaN)."""
+    if x != types.float32:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return _i32_ashr_mask(builder, builder.bitcast(args[0], _I32))
+
+    return types.int32(x), codegen
+
+
+@intrinsic
+def key_f32(typingctx, k):
+    """Inverse of :func:`f32_key`."""
+    if k != types.int32:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(_i32_ashr_mask(builder, args[0]), ir.FloatType())
+
+    return types.float32(k), codegen
+
+
+@intrinsic
+def f32_abs_bits(typingctx, x):
+    """The bits of |x| as int32: >= 0x7F800000 exactly when x is NaN or +-inf."""
+    if x != types.float32:
+        return None
+
+    def codegen(context, builder, signature, args):
+        b = builder.bitcast(args[0], _I32)
+        return builder.and_(b, ir.Constant(_I32, 0x7FFFFFFF))
+
+    return types.int32(x), codegen
+
+
+@intrinsic
+def imax32(typingctx, a, b):
+    """max of two int32 in 32 bits (vectorises to vpmaxsd)."""
+    if a != types.int32 or b != types.int32:
+        return None
+
+    def codegen(context, builder, signature, args):
+        gt = builder.icmp_signed(">", args[0], args[1])
+        return builder.select(gt, args[0], args[1])
+
+    return types.int32(a, b), codegen
+
+
+_KEY_LOWEST = np.int32(-2147483648)
+_ABS_INF = np.int32(0x7F800000)
 
 
 @overload(rowmax)
 def _ov_rowmax(a):
     """Max of a row in its compute dtype. LLVM does not vectorise a float compare-and-select
     reduction, but does vectorise a signed-integer max: float32 rows are reduced on their
-    order-preserving integer keys (6 G elements/s per core instead of 1.7)."""
+    order-preserving int32 keys, 8 lanes per AVX2 register."""
     if a.dtype == types.float64:
         def impl(a):
             m = -np.inf
@@ -325,11 +445,36 @@ def _ov_rowmax(a):
         return impl
 
     def impl32(a):
-        k = np.int32(-2147483648)
+        k = _KEY_LOWEST
         for c in range(a.shape[0]):
-            b = _f32_key(widen(a, c))
-            k = b if b > k else k
-        return i32_as_f32(k ^ ((k >> np.int32(31)) & np.int32(0x7FFFFFFF)))
+            k = imax32(f32_key(widen(a, c)), k)
+        return key_f32(k)
+    return impl32
+
+
+@overload(rowmax_finite)
+def _ov_rowmax_finite(a):
+    """(max of the row, True if every element is finite) in one integer pass: the max of the
+    keys and the max of the magnitude bits (NaN and inf have the largest)."""
+    if a.dtype == types.float64:
+        def impl(a):
+            m = -np.inf
+            bad = 0.0
+            for c in range(a.shape[0]):
+                v = a[c]
+                m = v if v > m else m
+                bad += nonfinite(v)
+            return m, bad == 0.0
+        return impl
+
+    def impl32(a):
+        k = _KEY_LOWEST
+        ab = np.int32(0)
+        for c in range(a.shape[0]):
+            v = widen(a, c)
+            k = imax32(f32_key(v), k)
+            ab = imax32(f32_abs_bits(v), ab)
+        return key_f32(k), ab < _ABS_INF
     return impl32
 
 
@@ -347,3 +492,32 @@ def _ov_nonfinite(x):
             e = f64_as_i64(x) & np.int64(0x7FF0000000000000)
             return 1.0 if e == np.int64(0x7FF0000000000000) else 0.0
         return impl64
+
+
+# A finiteness accumulator for a loop that does other work: ``acc = finite_init(one)``, then
+# ``acc = finite_acc(acc, x)`` per element, ``finite_ok(acc)`` after. float32: an int32 max of
+# the magnitude bits (2 vector ops per element instead of 4 for ``chk += nonfinite(x)``).
+
+
+@overload(finite_init)
+def _ov_finite_init(one):
+    if one == types.float32:
+        return lambda one: np.int32(0)
+    if one == types.float64:
+        return lambda one: 0.0
+
+
+@overload(finite_acc)
+def _ov_finite_acc(acc, x):
+    if x == types.float32:
+        return lambda acc, x: imax32(f32_abs_bits(x), acc)
+    if x == types.float64:
+        return lambda acc, x: acc + nonfinite(x)
+
+
+@overload(finite_ok)
+def _ov_finite_ok(acc):
+    if acc == types.int32:
+        return lambda acc: acc < _ABS_INF
+    if acc == types.float64:
+        return lambda acc: acc == 0.0

@@ -43,13 +43,17 @@ from ._numba_math import (
     cast_like,
     f32_as_i32,
     f64_as_i64,
-    fexp,
+    fexp_nonpos,
+    finite_acc,
+    finite_init,
+    finite_ok,
     flog,
     flog1p,
     flog1p_unit,
     flogsum,
     nonfinite,
     rowmax,
+    rowmax_finite,
     widen,
 )
 
@@ -318,30 +322,27 @@ def _softmax_sparse(
                 loss = math.nan
                 w = swi
             else:
-                # 1. max (integer-key reduction) and finiteness
-                m = rowmax(zr)
+                # 1. max and finiteness: one integer pass (int32 keys, 8 lanes per AVX2 op)
                 chk = zero
                 tot = zero
-                if not from_logits:
+                s = zero
+                neq = zero
+                if from_logits:
+                    m, fin = rowmax_finite(zr)
+                    chk = zero if fin else one
+                    if fin and not need_sums:
+                        # the common case: 2. exp-sum of the non-maximal terms and tie count
+                        for c in range(C):
+                            d = widen(zr, c) - m
+                            e = fexp_nonpos(d)  # unconditional: a select, not a branch
+                            s += e if d < zero else zero
+                            neq += one if d == zero else zero
+                else:
+                    m = rowmax(zr)
                     for c in range(C):
                         v = widen(zr, c)
                         chk += nonfinite(v)
                         tot += v
-                elif not need_sums:
-                    # logits, common case: the finiteness check rides along the exp pass (one
-                    # pass less); a non-finite row's results are discarded below
-                    s = zero
-                    neq = zero
-                    for c in range(C):
-                        v = widen(zr, c)
-                        d = v - m
-                        e = fexp(d)  # computed unconditionally: a select, not a branch
-                        s += e if d < zero else zero
-                        neq += one if d == zero else zero
-                        chk += nonfinite(v)
-                else:
-                    for c in range(C):
-                        chk += nonfinite(widen(zr, c))
                 if renorm and not (tot > zero and nonfinite(tot) == zero):
                     chk = one  # 0/0 or inf/inf: the slow path keeps the NaN (Keras does too)
                 zy = widen(zr, yi)
@@ -356,7 +357,7 @@ def _softmax_sparse(
                             neq = zero
                             for c in range(C):
                                 d = widen(zr, c) - m
-                                e = fexp(d)  # computed unconditionally: a select, not a branch
+                                e = fexp_nonpos(d)  # unconditional: a select, not a branch
                                 s += e if d < zero else zero
                                 neq += one if d == zero else zero
                                 sd += d
@@ -492,7 +493,7 @@ def _softmax_sparse_small(
                 bc = buf[c]
                 for r in range(bc.shape[0]):
                     d = bc[r] - mx[r]
-                    e = fexp(d)  # unconditional: a select vectorises, a branch does not
+                    e = fexp_nonpos(d)  # unconditional: a select vectorises, a branch does not
                     sm[r] += e if d < zero else zero
                     neq[r] += one if d == zero else zero
             # 3. log (vectorised across rows), then per-row bookkeeping
@@ -581,6 +582,7 @@ def _softmax_dense(
     hi_clip = one - epsc
     thrc = cast_like(thr, one)
     weighted = has_sw or has_cw
+    need_sums = ls != 0.0 or has_cw
     sumcw = 0.0
     for c in range(C):
         sumcw += cw[c]
@@ -602,10 +604,18 @@ def _softmax_dense(
             for j in range(K):
                 hits[j] = False
             correct = False
-            # 1. maxima, finiteness, label statistics
-            m = rowmax(zr)
+            # 1. maxima, finiteness (one integer pass over the logits), label statistics
             chk = zero
             tot = zero
+            if from_logits:
+                m, fin = rowmax_finite(zr)
+                chk = zero if fin else one
+            else:
+                m = rowmax(zr)
+                for c in range(C):
+                    v = widen(zr, c)
+                    chk += nonfinite(v)
+                    tot += v
             tmax = cast_like(rowmax(tr), one)
             tneg = zero
             tchk = zero
@@ -613,10 +623,7 @@ def _softmax_dense(
             npos = zero
             nbin = zero
             for c in range(C):
-                v = widen(zr, c)
                 tv = cast_like(widen(tr, c), one)
-                chk += nonfinite(v)
-                tot += v
                 tneg += one if tv < zero else zero
                 tchk += nonfinite(tv)
                 st += tv
@@ -647,19 +654,33 @@ def _softmax_dense(
                 scd = zero
                 if from_logits:
                     s = zero
-                    for c in range(C):
-                        v = widen(zr, c)
-                        tv = cast_like(widen(tr, c), one)
-                        d = v - m
-                        e = fexp(d)  # computed unconditionally: a select, not a branch
-                        s += e if d < zero else zero
-                        neq += one if d == zero else zero
-                        std += tv * d
-                        sd += d
-                        sct += cw[c] * tv
-                        sctd += cw[c] * tv * d
-                        scd += cw[c] * d
-                        er += one if ((v > thrc) == (tv > half)) else zero
+                    if need_sums:
+                        for c in range(C):
+                            v = widen(zr, c)
+                            tv = cast_like(widen(tr, c), one)
+                            d = v - m
+                            e = fexp_nonpos(d)  # unconditional: a select, not a branch
+                            s += e if d < zero else zero
+                            neq += one if d == zero else zero
+                            std += tv * d
+                            sd += d
+                            sct += cw[c] * tv
+                            sctd += cw[c] * tv * d
+                            scd += cw[c] * d
+                            er += one if ((v > thrc) == (tv > half)) else zero
+                    else:
+                        # no smoothing, no class weights: the four sums the loss needs only
+                        for c in range(C):
+                            v = widen(zr, c)
+                            tv = cast_like(widen(tr, c), one)
+                            d = v - m
+                            e = fexp_nonpos(d)
+                            s += e if d < zero else zero
+                            neq += one if d == zero else zero
+                            std += tv * d
+                            er += one if ((v > thrc) == (tv > half)) else zero
+                        sct = st  # unit class weights (cw_inside without weights: PyTorch)
+                        sctd = std
                     lse = flogsum(neq, s)
                     # 3. loss = -sum_c a_c (d_c - L) = L sum(a) - sum(a d)
                     L, a1, aC = np.float64(lse), np.float64(omls), np.float64(lsC)
@@ -757,15 +778,16 @@ def _sigmoid(
     # shapes / strides
     n, C, rs, trs,
     # constants
-    one, has_sw, ls, from_logits, eps, log_floor, thr, want_cat, sum1_tol,
+    one, has_sw, plain, ls, from_logits, eps, log_floor, thr, want_cat, sum1_tol,
     # outputs
     want_rows, row_loss, row_correct, row_elem, counts, bins, first_bad, t_lo, t_hi,
 ):
     """Sigmoid (binary / multilabel) cross-entropy + element-wise and exact-match accuracy.
 
-    pw, colw : (C,) compute-dtype pos_weight and per-column weights (ones when absent).
-    Row loss = mean over the row's C elements. CAT (only if ``want_cat``): first argmax of z
-    equals first argmax of t. Targets outside [0, 1] or NaN make the row bad.
+    pw, colw : (C,) compute-dtype pos_weight and per-column weights (ones when absent);
+    ``plain``: both absent. Row loss = mean over the row's C elements. CAT (only if
+    ``want_cat``, only over one-hot label rows): first argmax of z is the label's 1. Targets
+    outside [0, 1] or NaN make the row bad.
     """
     T = counts.shape[0]
     zero = one - one
@@ -799,7 +821,26 @@ def _sigmoid(
             sl = zero
             er = zero
             # 1. one vectorised pass over the row
-            if from_logits:
+            if from_logits and plain:
+                # no pos_weight / column weights (the common case): the element loss
+                # t' sp(-x) + (1 - t') sp(x) = max(x, 0) - t' x + log1p(exp(-|x|)), and the
+                # finiteness test as an integer max of the magnitude bits
+                fin = finite_init(one)
+                for c in range(C):
+                    x = widen(zr, c)
+                    tv = cast_like(widen(tr, c), one)
+                    fin = finite_acc(fin, x)
+                    tbad += zero if (tv >= zero and tv <= one) else one
+                    st += tv
+                    npos += one if tv > zero else zero
+                    nbin += one if (tv == zero or tv == one) else zero
+                    tp = omls * tv + ls2
+                    ax = x if x > zero else -x
+                    l1 = flog1p_unit(fexp_nonpos(-ax))
+                    sl += (x if x > zero else zero) - tp * x + l1
+                    er += one if ((x > thrc) == (tv > half)) else zero
+                chk = zero if finite_ok(fin) else one
+            elif from_logits:
                 for c in range(C):
                     x = widen(zr, c)
                     tv = cast_like(widen(tr, c), one)
@@ -810,7 +851,7 @@ def _sigmoid(
                     nbin += one if (tv == zero or tv == one) else zero
                     tp = omls * tv + ls2
                     ax = x if x > zero else -x
-                    l1 = flog1p_unit(fexp(-ax))
+                    l1 = flog1p_unit(fexp_nonpos(-ax))
                     spn = (-x if x < zero else zero) + l1
                     spp = (x if x > zero else zero) + l1
                     sl += colw[c] * (pw[c] * tp * spn + (one - tp) * spp)
@@ -854,7 +895,9 @@ def _sigmoid(
                     er += one if (x == x and ((x > thr) == (tv > 0.5))) else zero
                 loss = acc / C
             cat = False
-            if want_cat:
+            if want_cat and nbin == C and npos == one:
+                # only one-hot rows: CAT feeds the "binary task on one-hot labels" warning,
+                # which needs every row one-hot
                 mz = rowmax(zr)
                 mt = rowmax(tr)
                 if not _has_nan(zr):
@@ -1075,8 +1118,9 @@ def sigmoid_xent(logits: np.ndarray, targets: np.ndarray, opts: SigmoidOptions) 
         swb = sw[sl] if sw.size else sw
         _parallel(_sigmoid, (
             zb, tb, swb, pw, colw, r1 - r0, C, rs, trs, one, sw.size > 0,
-            float(opts.label_smoothing), opts.from_logits, float(opts.eps),
-            float(opts.log_floor), float(opts.thr), opts.want_cat, _sum1_tol(),
+            opts.pos_weight is None and opts.col_weight is None, float(opts.label_smoothing),
+            opts.from_logits, float(opts.eps), float(opts.log_floor), float(opts.thr),
+            opts.want_cat, _sum1_tol(),
             opts.want_rows, *rows, cnt, bn, fb), T)
 
     if n and C:
