@@ -750,6 +750,161 @@ def _softmax_dense(
         first_bad[t] = fb
 
 
+@jit_rows
+def _softmax_dense_small(
+    # data
+    z, tl, sw, cw64,
+    # shapes / strides
+    n, C, rs, trs,
+    # constants
+    one, has_sw, thr, sum1_tol,
+    # outputs
+    want_rows, row_loss, row_correct, counts, bins, first_bad, t_lo, t_hi,
+):
+    """Dense-label softmax for small C (<= SMALL_C): logits, no smoothing, no class weights,
+    no top-k. The tile scheme of ``_softmax_sparse_small`` applied to both arrays: a tile of
+    TILE logit rows and label rows is transposed class-major, then maxima, finiteness, label
+    statistics, side accuracy, first argmaxes, exp-sums and logs run element-wise across the
+    tile's rows. Same semantics as ``_softmax_dense`` (its docstring); rows with a NaN/inf
+    logit take its IEEE slow path, bad label rows are NaN and recorded in ``first_bad``.
+    cw64 : (C,) float64 ones (the slow path's class weights).
+    """
+    T = counts.shape[0]
+    zero = one - one
+    half = cast_like(0.5, one)
+    thrc = cast_like(thr, one)
+    ninf = cast_like(-np.inf, one)
+    Cf = cast_like(C, one)
+    bz = np.empty((C, TILE), dtype=type(one))
+    bt = np.empty((C, TILE), dtype=type(one))
+    mx = np.empty(TILE, dtype=type(one))
+    tmx = np.empty(TILE, dtype=type(one))
+    chk = np.empty(TILE, dtype=type(one))
+    tbad = np.empty(TILE, dtype=type(one))
+    st = np.empty(TILE, dtype=type(one))
+    npos = np.empty(TILE, dtype=type(one))
+    nbin = np.empty(TILE, dtype=type(one))
+    er = np.empty(TILE, dtype=type(one))
+    ty = np.empty(TILE, dtype=type(one))
+    zf = np.empty(TILE, dtype=type(one))
+    sm = np.empty(TILE, dtype=type(one))
+    neq = np.empty(TILE, dtype=type(one))
+    std = np.empty(TILE, dtype=type(one))
+    hits = np.zeros(1, dtype=np.bool_)
+    ks0 = np.zeros(0, dtype=np.int64)
+    for t in range(t_lo, t_hi):
+        cnt = counts[t]
+        bn = bins[t]
+        r0 = t * n // T
+        r1 = (t + 1) * n // T
+        fb = -1
+        n_elem = 0
+        n_exact = 0
+        for i0 in range(r0, r1, TILE):
+            nr = min(TILE, r1 - i0)
+            # 0. transpose the tile (padding rows are zeros)
+            for r in range(nr):
+                zb = np.int64(i0 + r) * rs
+                tb = np.int64(i0 + r) * trs
+                for c in range(C):
+                    bz[c, r] = widen(z, zb + c)
+                    bt[c, r] = cast_like(widen(tl, tb + c), one)
+            for r in range(nr, TILE):
+                for c in range(C):
+                    bz[c, r] = zero
+                    bt[c, r] = zero
+            for r in range(mx.shape[0]):
+                mx[r] = ninf
+                tmx[r] = ninf
+                chk[r] = zero
+                tbad[r] = zero
+                st[r] = zero
+                npos[r] = zero
+                nbin[r] = zero
+                er[r] = zero
+                ty[r] = Cf
+                zf[r] = Cf
+                sm[r] = zero
+                neq[r] = zero
+                std[r] = zero
+            # 1. maxima, finiteness, label statistics, element-wise side accuracy
+            for c in range(C):
+                bzc = bz[c]
+                btc = bt[c]
+                for r in range(bzc.shape[0]):
+                    v = bzc[r]
+                    tv = btc[r]
+                    mx[r] = v if v > mx[r] else mx[r]
+                    chk[r] += nonfinite(v)
+                    tmx[r] = tv if tv > tmx[r] else tmx[r]
+                    tbad[r] += nonfinite(tv) + (one if tv < zero else zero)
+                    st[r] += tv
+                    npos[r] += one if tv > zero else zero
+                    nbin[r] += one if (tv == zero or tv == one) else zero
+                    er[r] += one if ((v > thrc) == (tv > half)) else zero
+            # 2. first argmax of labels and logits, exp-sum of the non-maximal terms, ties
+            for c in range(C):
+                bzc = bz[c]
+                btc = bt[c]
+                cf = cast_like(c, one)
+                for r in range(bzc.shape[0]):
+                    v = bzc[r]
+                    tv = btc[r]
+                    ty[r] = cf if (tv == tmx[r] and cf < ty[r]) else ty[r]
+                    zf[r] = cf if (v == mx[r] and cf < zf[r]) else zf[r]
+                    d = v - mx[r]
+                    e = fexp_nonpos(d)  # unconditional: a select vectorises, a branch does not
+                    sm[r] += e if d < zero else zero
+                    neq[r] += one if d == zero else zero
+                    std[r] += tv * d
+            # 3. log across the tile, then per-row bookkeeping
+            for r in range(sm.shape[0]):
+                sm[r] = flogsum(neq[r], sm[r])
+            for r in range(nr):
+                i = i0 + r
+                _count_label_stats(cnt, nbin[r], npos[r], st[r], C, sum1_tol)
+                swi = sw[i] if has_sw else 1.0
+                correct = False
+                err = er[r]
+                if tbad[r] != zero:
+                    if fb < 0:
+                        fb = i
+                    loss = math.nan
+                    err = zero
+                elif chk[r] == zero:
+                    # loss = -sum_c t_c (d_c - L) = L sum(t) - sum(t d)
+                    loss = np.float64(sm[r]) * np.float64(st[r]) - np.float64(std[r])
+                    correct = zf[r] == ty[r]
+                else:
+                    zr = z[np.int64(i) * rs:np.int64(i) * rs + C]
+                    tr = tl[np.int64(i) * trs:np.int64(i) * trs + C]
+                    loss = _slow_softmax_loss(zr, tr, 0, True, 0.0, cw64, False, True, False,
+                                              0.0)
+                    err = zero
+                    for c in range(C):
+                        v = bz[c, r]
+                        err += one if (v == v and ((v > thrc) == (bt[c, r] > half))) else zero
+                    if not _has_nan(zr):
+                        correct = zf[r] == ty[r]
+                wl = swi * loss
+                _accumulate_softmax_row(cnt, bn, wl, swi, swi, correct, hits, ks0, has_sw,
+                                        has_sw)
+                n_elem += np.int64(err)
+                n_exact += 1 if err == Cf else 0
+                if has_sw:
+                    _bin_add(bn, X_ELEM, swi * (err / C))
+                    if err == Cf:
+                        _bin_add(bn, X_EXACT, swi)
+                if want_rows:
+                    row_loss[i] = cast_like(wl, one)
+                    row_correct[i] = correct
+        cnt[SEEN] += r1 - r0
+        cnt[ROWS] += r1 - r0
+        cnt[ELEM] += n_elem
+        cnt[EXACT] += n_exact
+        first_bad[t] = fb
+
+
 # ============================================================================ sigmoid kernel
 
 
@@ -1058,8 +1213,8 @@ def softmax_xent(logits: np.ndarray, labels: np.ndarray, opts: SoftmaxOptions) -
     row_correct = np.empty(n if opts.want_rows else 0, dtype=np.bool_)
     row_hits = np.empty((n if opts.want_rows else 0, K), dtype=np.bool_)
     arrays = [z, _kernel_view(labels)] if opts.dense else [z]
-    small = (not opts.dense and opts.from_logits and C <= SMALL_C and K == 0
-             and opts.label_smoothing == 0.0 and (not opts.cw_inside or not has_cw))
+    small = (opts.from_logits and C <= SMALL_C and K == 0 and opts.label_smoothing == 0.0
+             and (not opts.cw_inside or not has_cw) and not (opts.dense and has_cw))
 
     def launch(r0, r1, bufs, cnt, bn, fb):
         sl = slice(r0, r1)
@@ -1067,7 +1222,12 @@ def softmax_xent(logits: np.ndarray, labels: np.ndarray, opts: SoftmaxOptions) -
                 row_correct[sl] if opts.want_rows else row_correct,
                 row_hits[sl] if opts.want_rows else row_hits)
         swb = sw[sl] if sw.size else sw
-        if opts.dense:
+        if opts.dense and small:
+            (zb, rs), (tb, trs) = bufs
+            _parallel(_softmax_dense_small, (
+                zb, tb, swb, cw64, r1 - r0, C, rs, trs, one, sw.size > 0, float(opts.thr),
+                _sum1_tol(), opts.want_rows, rows[0], rows[1], cnt, bn, fb), T)
+        elif opts.dense:
             (zb, rs), (tb, trs) = bufs
             _parallel(_softmax_dense, (
                 zb, tb, swb, cw64, cw, r1 - r0, C, rs, trs, one, sw.size > 0, has_cw,

@@ -1,0 +1,83 @@
+"""The small-C tile kernels (rows laid across SIMD lanes) against the generic per-row kernels
+of the CPU engine: every count and every exact sum but the loss identical, the loss within
+the float32 tolerance (the two sum a row's terms in different orders), per-row results equal.
+
+The reference comparisons of test_softmax.py already run through the tile kernels whenever
+C <= SMALL_C; this module pins the two engines' paths to each other on the cases where they
+could drift apart: tile boundaries, NaN/inf logits, ties, bad label rows, sample weights, and
+the label statistics that task detection reads.
+"""
+
+import numpy as np
+import pytest
+from tolerances import assert_loss_close
+
+from fastxent.backends import SoftmaxOptions
+from fastxent.backends import numba_cpu as K
+
+
+def _both(monkeypatch, z, labels, opts):
+    out = []
+    for small_c in (K.SMALL_C, 0):  # 0: no tile kernel serves any C
+        monkeypatch.setattr(K, "SMALL_C", small_c)
+        out.append(K.softmax_xent(z, labels, opts))
+    return out
+
+
+def _dense_labels(rng, kind, n, C):
+    if kind == "onehot":
+        return np.eye(C, dtype=np.float32)[rng.integers(0, C, n)]
+    if kind == "soft":
+        t = rng.random((n, C)) ** 2
+        return (t / t.sum(axis=1, keepdims=True)).astype(np.float32)
+    if kind == "multihot":
+        return rng.random((n, C)) < 0.4
+    return (rng.random((n, C)) / C).astype(np.float64)  # neither one-hot nor summing to 1
+
+
+@pytest.mark.parametrize("C", [1, 2, 10, 31, 32])
+@pytest.mark.parametrize("n", [0, 1, 63, 64, 65, 130])
+@pytest.mark.parametrize("kind", ["onehot", "soft", "multihot", "other"])
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_dense_tile_equals_generic(monkeypatch, C, n, kind, weighted, dtype):
+    rng = np.random.default_rng([C, n, len(kind), weighted, np.dtype(dtype).itemsize])
+    z = (rng.standard_normal((n, C)) * 3).astype(dtype)
+    t = _dense_labels(rng, kind, n, C)
+    if n >= 64:
+        t = t.astype(np.float32) if t.dtype == bool else t.copy()
+        z[1, 0] = np.nan
+        z[2, C - 1] = np.inf
+        z[3, :] = -np.inf
+        z[4, :] = z[4].max()  # every class tied
+        z[60, 0] = -np.inf
+        t[62, 0] = -0.5  # bad label rows: NaN loss, first_bad
+        t[63, C - 1] = np.nan
+    sw = rng.integers(0, 5, n) / 4.0 if weighted else None
+    opts = SoftmaxOptions(dense=True, sample_weight=sw, thr=0.0, want_rows=True)
+    a, b = _both(monkeypatch, z, t, opts)
+    np.testing.assert_array_equal(a.counts, b.counts)
+    np.testing.assert_array_equal(a.exact[1:], b.exact[1:])
+    assert a.first_bad == b.first_bad == (62 if n >= 64 else -1)
+    np.testing.assert_array_equal(a.row_correct, b.row_correct)
+    assert_loss_close(a.row_loss, b.row_loss, np.float32)
+
+
+@pytest.mark.parametrize("C", [1, 3, 10, 32])
+@pytest.mark.parametrize("n", [1, 64, 200])
+def test_sparse_tile_equals_generic(monkeypatch, C, n):
+    rng = np.random.default_rng([C, n])
+    z = (rng.standard_normal((n, C)) * 3).astype(np.float32)
+    y = rng.integers(0, C, n)
+    if n >= 64:
+        z[5, 0] = np.nan
+        z[6, :] = 1.0
+        z[7, 0] = np.inf
+        y[8] = -100
+        y[9] = C  # out of range: NaN row, first_bad
+    opts = SoftmaxOptions(ignore_index=-100, want_rows=True)
+    a, b = _both(monkeypatch, z, y, opts)
+    np.testing.assert_array_equal(a.counts, b.counts)
+    assert a.first_bad == b.first_bad
+    np.testing.assert_array_equal(a.row_correct, b.row_correct)
+    assert_loss_close(a.row_loss, b.row_loss, np.float32)  # terms summed in another order
