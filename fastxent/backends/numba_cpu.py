@@ -64,6 +64,7 @@ NBINS = S.NLIMBS * S.LIMB_BITS  # 2176 exponent bins: bin e weighs 2**(e - 1075)
 _MANT_LO_BITS = 26
 _LO_MASK = (1 << _MANT_LO_BITS) - 1
 _MANT_MASK = (1 << 52) - 1
+_F32_EXACT_COUNT = 1 << 24  # float32 counts of a row's classes are exact below this C
 
 ROWS, SEEN, CAT, ELEM, EXACT = S.ROWS, S.SEEN, S.CAT, S.ELEM, S.EXACT
 ONEHOT, SUM1, BINARY, NANLOSS, POSINF, NEGINF, TOPK = (
@@ -327,16 +328,36 @@ def _softmax_sparse(
                 tot = zero
                 s = zero
                 neq = zero
+                rank = np.int64(-1)  # >= 0 once the exp pass has counted the label's rank
                 if from_logits:
                     m, fin = rowmax_finite(zr)
                     chk = zero if fin else one
-                    if fin and not need_sums:
+                    if fin and not need_sums and (K == 0 or C >= _F32_EXACT_COUNT):
                         # the common case: 2. exp-sum of the non-maximal terms and tie count
                         for c in range(C):
                             d = widen(zr, c) - m
                             e = fexp_nonpos(d)  # unconditional: a select, not a branch
                             s += e if d < zero else zero
                             neq += one if d == zero else zero
+                    elif fin and not need_sums:
+                        # top-k: the label's rank counted in the same pass (z_y is known), as
+                        # #{z_c > z_y} + #{c < y: z_c == z_y}; the second term needs a scan
+                        # only when another class ties with z_y
+                        zy0 = widen(zr, yi)
+                        gt = zero
+                        eq = zero
+                        for c in range(C):
+                            v = widen(zr, c)
+                            d = v - m
+                            e = fexp_nonpos(d)
+                            s += e if d < zero else zero
+                            neq += one if d == zero else zero
+                            gt += one if v > zy0 else zero
+                            eq += one if v == zy0 else zero
+                        rank = np.int64(gt)
+                        if eq != one and not any_tie:
+                            for c in range(yi):
+                                rank += 1 if widen(zr, c) == zy0 else 0
                 else:
                     m = rowmax(zr)
                     for c in range(C):
@@ -404,7 +425,7 @@ def _softmax_sparse(
                     if zy == m:
                         correct = neq == one or _first_index_of(zr, m) == yi
                     if K > 0:
-                        r = _rank(zr, yi, zy, any_tie)
+                        r = rank if rank >= 0 else _rank(zr, yi, zy, any_tie)
                         for j in range(K):
                             hits[j] = r < ks[j]
             # row weight for the loss denominator; cw_inside puts cw into the loss itself
