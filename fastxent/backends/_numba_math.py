@@ -275,6 +275,18 @@ def finite_init(one):  # pragma: no cover
     raise NotImplementedError
 
 
+def max_init(one):  # pragma: no cover
+    raise NotImplementedError
+
+
+def max_acc(acc, x):  # pragma: no cover
+    raise NotImplementedError
+
+
+def max_value(acc):  # pragma: no cover
+    raise NotImplementedError
+
+
 def finite_acc(acc, x):  # pragma: no cover
     raise NotImplementedError
 
@@ -426,6 +438,25 @@ def imax32(typingctx, a, b):
     return types.int32(a, b), codegen
 
 
+@intrinsic
+def imin_where32(typingctx, match, c, idx):
+    """``min(idx, c) if match else idx`` in 32 bits (c: a loop index below 2**31): the
+    first-index search as a vectorisable int32 min-reduction."""
+    if not isinstance(c, types.Integer) or idx != types.int32:
+        return None
+
+    def codegen(context, builder, signature, args):
+        m, cv, iv = args
+        c32 = builder.trunc(cv, _I32) if c.bitwidth > 32 else cv
+        # a pure smin of idx and (c or INT32_MAX): the shape LLVM vectorises as a reduction
+        cand = builder.select(context.cast(builder, m, signature.args[0], types.boolean), c32,
+                              ir.Constant(_I32, 0x7FFFFFFF))
+        lt = builder.icmp_signed("<", cand, iv)
+        return builder.select(lt, cand, iv)
+
+    return types.int32(match, c, idx), codegen
+
+
 _KEY_LOWEST = np.int32(-2147483648)
 _ABS_INF = np.int32(0x7F800000)
 
@@ -521,3 +552,32 @@ def _ov_finite_ok(acc):
         return lambda acc: acc < _ABS_INF
     if acc == types.float64:
         return lambda acc: acc == 0.0
+
+
+# A max accumulator for a loop that does other work (``rowmax`` fused into another pass):
+# ``acc = max_init(one)``, ``acc = max_acc(acc, x)``, ``max_value(acc)``. float32: the int32
+# order-preserving keys (NaN above +inf, as ``rowmax``); float64: compare-and-select.
+
+
+@overload(max_init)
+def _ov_max_init(one):
+    if one == types.float32:
+        return lambda one: _KEY_LOWEST
+    if one == types.float64:
+        return lambda one: -np.inf
+
+
+@overload(max_acc)
+def _ov_max_acc(acc, x):
+    if x == types.float32:
+        return lambda acc, x: imax32(f32_key(x), acc)
+    if x == types.float64:
+        return lambda acc, x: x if x > acc else acc
+
+
+@overload(max_value)
+def _ov_max_value(acc):
+    if acc == types.int32:
+        return lambda acc: key_f32(acc)
+    if acc == types.float64:
+        return lambda acc: acc

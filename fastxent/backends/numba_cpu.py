@@ -51,6 +51,10 @@ from ._numba_math import (
     flog1p,
     flog1p_unit,
     flogsum,
+    imin_where32,
+    max_acc,
+    max_init,
+    max_value,
     nonfinite,
     rowmax,
     rowmax_finite,
@@ -65,6 +69,7 @@ _MANT_LO_BITS = 26
 _LO_MASK = (1 << _MANT_LO_BITS) - 1
 _MANT_MASK = (1 << 52) - 1
 _F32_EXACT_COUNT = 1 << 24  # float32 counts of a row's classes are exact below this C
+_I32_MAX = (1 << 31) - 1
 
 ROWS, SEEN, CAT, ELEM, EXACT = S.ROWS, S.SEEN, S.CAT, S.ELEM, S.EXACT
 ONEHOT, SUM1, BINARY, NANLOSS, POSINF, NEGINF, TOPK = (
@@ -156,12 +161,18 @@ def _bins_to_limbs(bins, out):
 @jit_inline
 def _first_index_of(zr, val):
     """Smallest c with zr[c] == val (len if none), compared in val's dtype; a vectorisable
-    min-reduction."""
+    int32 min-reduction (int64 indices ran 4 lanes wide, 3.5x slower; rows of 2**31 classes
+    and more take the int64 loop)."""
     C = zr.shape[0]
-    idx = C
+    if C >= _I32_MAX:
+        idx = C
+        for c in range(C):
+            idx = c if (cast_like(widen(zr, c), val) == val and c < idx) else idx
+        return idx
+    idx32 = np.int32(C)
     for c in range(C):
-        idx = c if (cast_like(widen(zr, c), val) == val and c < idx) else idx
-    return idx
+        idx32 = imin_where32(cast_like(widen(zr, c), val) == val, c, idx32)
+    return np.int64(idx32)
 
 
 @jit_inline
@@ -637,7 +648,7 @@ def _softmax_dense(
                     v = widen(zr, c)
                     chk += nonfinite(v)
                     tot += v
-            tmax = cast_like(rowmax(tr), one)
+            tacc = max_init(one)
             tneg = zero
             tchk = zero
             st = zero
@@ -645,12 +656,14 @@ def _softmax_dense(
             nbin = zero
             for c in range(C):
                 tv = cast_like(widen(tr, c), one)
+                tacc = max_acc(tacc, tv)
                 tneg += one if tv < zero else zero
                 tchk += nonfinite(tv)
                 st += tv
                 npos += one if tv > zero else zero
                 nbin += one if (tv == zero or tv == one) else zero
             _count_label_stats(cnt, nbin, npos, st, C, sum1_tol)
+            tmax = max_value(tacc)
             ty = _first_index_of(tr, tmax) if tmax == tmax else 0
             ty = ty if ty < C else 0
             zy = widen(zr, ty)
