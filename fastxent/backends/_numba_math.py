@@ -465,48 +465,33 @@ _ABS_INF = np.int32(0x7F800000)
 def _ov_rowmax(a):
     """Max of a row in its compute dtype. LLVM does not vectorise a float compare-and-select
     reduction, but does vectorise a signed-integer max: float32 rows are reduced on their
-    order-preserving int32 keys, 8 lanes per AVX2 register."""
-    if a.dtype == types.float64:
-        def impl(a):
-            m = -np.inf
-            for c in range(a.shape[0]):
-                v = a[c]
-                m = v if v > m else m
-            return m
-        return impl
+    order-preserving int32 keys, 8 lanes per AVX2 register (``max_acc``)."""
+    one = 1.0 if a.dtype == types.float64 else F1  # selects the accumulators' dtype
 
-    def impl32(a):
-        k = _KEY_LOWEST
+    def impl(a):
+        acc = max_init(one)
         for c in range(a.shape[0]):
-            k = imax32(f32_key(widen(a, c)), k)
-        return key_f32(k)
-    return impl32
+            acc = max_acc(acc, widen(a, c))
+        return max_value(acc)
+    return impl
 
 
 @overload(rowmax_finite)
 def _ov_rowmax_finite(a):
-    """(max of the row, True if every element is finite) in one integer pass: the max of the
-    keys and the max of the magnitude bits (NaN and inf have the largest)."""
-    if a.dtype == types.float64:
-        def impl(a):
-            m = -np.inf
-            bad = 0.0
-            for c in range(a.shape[0]):
-                v = a[c]
-                m = v if v > m else m
-                bad += nonfinite(v)
-            return m, bad == 0.0
-        return impl
+    """(max of the row, True if every element is finite) in one pass; float32: two int32
+    reductions, the max of the keys and the max of the magnitude bits (NaN and inf have the
+    largest)."""
+    one = 1.0 if a.dtype == types.float64 else F1
 
-    def impl32(a):
-        k = _KEY_LOWEST
-        ab = np.int32(0)
+    def impl(a):
+        acc = max_init(one)
+        fin = finite_init(one)
         for c in range(a.shape[0]):
             v = widen(a, c)
-            k = imax32(f32_key(v), k)
-            ab = imax32(f32_abs_bits(v), ab)
-        return key_f32(k), ab < _ABS_INF
-    return impl32
+            acc = max_acc(acc, v)
+            fin = finite_acc(fin, v)
+        return max_value(acc), finite_ok(fin)
+    return impl
 
 
 @overload(nonfinite)
