@@ -8,10 +8,13 @@ could drift apart: tile boundaries, NaN/inf logits, ties, bad label rows, sample
 the label statistics that task detection reads.
 """
 
+from fractions import Fraction
+
 import numpy as np
 import pytest
 from tolerances import assert_loss_close
 
+from fastxent import _state as S
 from fastxent.backends import SoftmaxOptions
 from fastxent.backends import numba_cpu as K
 
@@ -81,3 +84,61 @@ def test_sparse_tile_equals_generic(monkeypatch, C, n):
     assert a.first_bad == b.first_bad
     np.testing.assert_array_equal(a.row_correct, b.row_correct)
     assert_loss_close(a.row_loss, b.row_loss, np.float32)  # terms summed in another order
+
+
+def _tile_pattern(pattern, rng, n, C):
+    """Logits and labels whose row losses stress the clean-tile exact sum: losses spanning
+    more than 23 binades, exact zeros, huge values, +inf, ignored rows."""
+    z = (rng.standard_normal((n, C)) * 3).astype(np.float32)
+    y = rng.integers(0, C, n)
+    rows = np.arange(0, n, 7)
+    if pattern == "peaked":  # loss ~ 1e-10 beside losses ~ 1: the tile sum would round
+        z[rows] = 0.0
+        z[rows, y[rows]] = 25.0
+    elif pattern == "zero":  # exp(-200) underflows: loss exactly 0
+        z[rows] = 0.0
+        z[rows, y[rows]] = 200.0
+    elif pattern == "wide":
+        z *= 300.0
+    elif pattern == "overflow":  # z_y - max overflows to -inf: loss +inf
+        z[rows, 0] = 3e38
+        z[rows, 1] = -3e38
+        y[rows] = 1
+    elif pattern == "ignored":
+        y[rows] = -100
+    return z, y
+
+
+_PATTERNS = ["normal", "peaked", "zero", "wide", "overflow"]
+
+
+@pytest.mark.parametrize("pattern,dense", [(p, False) for p in _PATTERNS + ["ignored"]]
+                         + [(p, True) for p in _PATTERNS])  # dense labels have no ignore_index
+def test_tile_loss_sum_exact_and_independent_of_tiling(monkeypatch, pattern, dense):
+    """A clean tile adds its rows' float32 losses in one float64 step; that step must be
+    exact (the exact loss sum equals the exact sum of the per-row losses) and a row's loss
+    must not depend on which tile holds it (row ranges move with the thread count)."""
+    n, C = 1000, 10
+    rng = np.random.default_rng([len(pattern), dense])
+    z, y = _tile_pattern(pattern, rng, n, C)
+    labels = np.eye(C, dtype=np.float32)[y] if dense else y
+    opts = SoftmaxOptions(dense=dense, ignore_index=None if dense else -100, want_rows=True)
+    runs = []
+    for threads in (1, 3, 4):  # row ranges start at different offsets: tiles move
+        monkeypatch.setattr(K, "_threads", lambda n, C, threads=threads: threads)
+        runs.append(K.softmax_xent(z, labels, opts))
+    first = runs[0]
+    for other in runs[1:]:
+        np.testing.assert_array_equal(other.counts, first.counts)
+        np.testing.assert_array_equal(other.exact, first.exact)
+        np.testing.assert_array_equal(other.row_loss, first.row_loss)
+        np.testing.assert_array_equal(other.row_correct, first.row_correct)
+    rl = first.row_loss.astype(np.float64)
+    want = sum((Fraction(float(v)) for v in rl[np.isfinite(rl)]), Fraction(0))
+    assert Fraction(S.limbs_to_int(first.exact[S.X_LOSS]), 2**S.SCALE_BITS) == want
+    assert first.counts[S.POSINF] == (len(range(0, n, 7)) if pattern == "overflow" else 0)
+    monkeypatch.setattr(K, "SMALL_C", 0)  # the generic kernel: same counts, close losses
+    generic = K.softmax_xent(z, labels, opts)
+    np.testing.assert_array_equal(generic.counts, first.counts)
+    np.testing.assert_array_equal(generic.row_correct, first.row_correct)
+    assert_loss_close(first.row_loss, generic.row_loss, np.float32)
