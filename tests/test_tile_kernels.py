@@ -38,14 +38,33 @@ def _dense_labels(rng, kind, n, C):
     return (rng.random((n, C)) / C).astype(np.float64)  # neither one-hot nor summing to 1
 
 
+def _predictions(rng, pred, n, C, dtype=np.float32):
+    """Logits, or softmax probabilities ("probs", "renorm": the kernel renormalises)."""
+    z = rng.standard_normal((n, C)) * 3
+    if pred != "logits":
+        z = np.exp(z - z.max(axis=1, keepdims=True))
+        z /= z.sum(axis=1, keepdims=True)
+        if pred == "renorm":
+            z *= rng.uniform(0.5, 2.0, (n, 1))  # rows not summing to one
+    return z.astype(dtype)
+
+
+def _pred_opts(pred):
+    return {"from_logits": pred == "logits", "renormalize": pred == "renorm"}
+
+
+PREDS = ["logits", "probs", "renorm"]
+
+
 @pytest.mark.parametrize("C", [1, 2, 10, 31, 32])
-@pytest.mark.parametrize("n", [0, 1, 63, 64, 65, 130])
+@pytest.mark.parametrize("n", [0, 1, 63, 64, 130])  # tile edges: partial, full, full + tail
 @pytest.mark.parametrize("kind", ["onehot", "soft", "multihot", "other"])
 @pytest.mark.parametrize("weighted", [False, True])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_dense_tile_equals_generic(monkeypatch, C, n, kind, weighted, dtype):
-    rng = np.random.default_rng([C, n, len(kind), weighted, np.dtype(dtype).itemsize])
-    z = (rng.standard_normal((n, C)) * 3).astype(dtype)
+@pytest.mark.parametrize("pred", PREDS)
+def test_dense_tile_equals_generic(monkeypatch, C, n, kind, weighted, dtype, pred):
+    rng = np.random.default_rng([C, n, len(kind), weighted, np.dtype(dtype).itemsize, len(pred)])
+    z = _predictions(rng, pred, n, C, dtype)
     t = _dense_labels(rng, kind, n, C)
     if n >= 64:
         t = t.astype(np.float32) if t.dtype == bool else t.copy()
@@ -54,10 +73,12 @@ def test_dense_tile_equals_generic(monkeypatch, C, n, kind, weighted, dtype):
         z[3, :] = -np.inf
         z[4, :] = z[4].max()  # every class tied
         z[60, 0] = -np.inf
+        z[61, :] = 0.0  # probabilities summing to 0: renormalising gives NaN
         t[62, 0] = -0.5  # bad label rows: NaN loss, first_bad
         t[63, C - 1] = np.nan
     sw = rng.integers(0, 5, n) / 4.0 if weighted else None
-    opts = SoftmaxOptions(dense=True, sample_weight=sw, thr=0.0, want_rows=True)
+    opts = SoftmaxOptions(dense=True, sample_weight=sw, thr=0.0 if pred == "logits" else 0.5,
+                          want_rows=True, **_pred_opts(pred))
     a, b = _both(monkeypatch, z, t, opts)
     np.testing.assert_array_equal(a.counts, b.counts)
     np.testing.assert_array_equal(a.exact[1:], b.exact[1:])
@@ -68,9 +89,10 @@ def test_dense_tile_equals_generic(monkeypatch, C, n, kind, weighted, dtype):
 
 @pytest.mark.parametrize("C", [1, 3, 10, 32])
 @pytest.mark.parametrize("n", [1, 64, 200])
-def test_sparse_tile_equals_generic(monkeypatch, C, n):
-    rng = np.random.default_rng([C, n])
-    z = (rng.standard_normal((n, C)) * 3).astype(np.float32)
+@pytest.mark.parametrize("pred", PREDS)
+def test_sparse_tile_equals_generic(monkeypatch, C, n, pred):
+    rng = np.random.default_rng([C, n, len(pred)])
+    z = _predictions(rng, pred, n, C)
     y = rng.integers(0, C, n)
     if n >= 64:
         z[5, 0] = np.nan
@@ -78,7 +100,8 @@ def test_sparse_tile_equals_generic(monkeypatch, C, n):
         z[7, 0] = np.inf
         y[8] = -100
         y[9] = C  # out of range: NaN row, first_bad
-    opts = SoftmaxOptions(ignore_index=-100, want_rows=True)
+        z[10, :] = 0.0  # probabilities summing to 0
+    opts = SoftmaxOptions(ignore_index=-100, want_rows=True, **_pred_opts(pred))
     a, b = _both(monkeypatch, z, y, opts)
     np.testing.assert_array_equal(a.counts, b.counts)
     assert a.first_bad == b.first_bad
@@ -106,10 +129,15 @@ def _tile_pattern(pattern, rng, n, C):
         y[rows] = 1
     elif pattern == "ignored":
         y[rows] = -100
+    elif pattern == "probs":  # -log p: p_y = 1 gives -log(1 - eps) ~ 1e-7 beside ~1
+        z = np.exp(z - z.max(axis=1, keepdims=True))
+        z /= z.sum(axis=1, keepdims=True)
+        z[rows] = 0.0
+        z[rows, y[rows]] = 1.0
     return z, y
 
 
-_PATTERNS = ["normal", "peaked", "zero", "wide", "overflow"]
+_PATTERNS = ["normal", "peaked", "zero", "wide", "overflow", "probs"]
 
 
 @pytest.mark.parametrize("pattern,dense", [(p, False) for p in _PATTERNS + ["ignored"]]
@@ -122,7 +150,8 @@ def test_tile_loss_sum_exact_and_independent_of_tiling(monkeypatch, pattern, den
     rng = np.random.default_rng([len(pattern), dense])
     z, y = _tile_pattern(pattern, rng, n, C)
     labels = np.eye(C, dtype=np.float32)[y] if dense else y
-    opts = SoftmaxOptions(dense=dense, ignore_index=None if dense else -100, want_rows=True)
+    opts = SoftmaxOptions(dense=dense, ignore_index=None if dense else -100, want_rows=True,
+                          from_logits=pattern != "probs")
     runs = []
     for threads in (1, 3, 4):  # row ranges start at different offsets: tiles move
         monkeypatch.setattr(K, "_threads", lambda n, C, threads=threads: threads)

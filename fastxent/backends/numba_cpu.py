@@ -21,8 +21,9 @@ its exponent bins, so the result does not depend on the thread
 count. Fast path per row: 1. max + finiteness check in one integer pass (int32
 order-preserving keys and magnitude bits, 8 lanes per AVX2 op), 2. one vectorised pass for
 exp/sums/counts (and the label's rank for top-k), 3. per-row scalars. Rows with a NaN or inf
-take a scalar IEEE float64 slow path. C <= SMALL_C (logits, no smoothing, no top-k) uses tile
-kernels instead, which lay 64 rows across the SIMD lanes.
+take a scalar IEEE float64 slow path. C <= SMALL_C (no smoothing, no top-k) uses tile kernels
+instead, which lay 64 rows across the SIMD lanes and add a clean tile's losses in one exact
+step.
 
 What the vectoriser needs (measured on this project's AVX2 machines): integer reductions in
 32 bits (Numba widens int32 arithmetic to int64, so keys, maxima and index minima are LLVM IR
@@ -512,6 +513,90 @@ def _exact_tile_sum(lv, nr):
     return s, lo >= _MIN_NORMAL32 and (hi >> 23) - (lo >> 23) <= 23
 
 
+@jit_inline
+def _tile_max_argmax(buf, mx, ix, chk, tot, want_tot):
+    """Per tile row r: max, first argmax (as a compute-dtype value; C if none), number of
+    non-finite values and, if ``want_tot``, the sum. Loops run to a runtime bound (the
+    buffers' length): a constant trip count (TILE) makes LLVM unroll fully and then fail to
+    vectorise the loops that call exp/log."""
+    one = cast_like(1.0, mx[0])
+    zero = one - one
+    for r in range(mx.shape[0]):
+        mx[r] = -np.inf
+        ix[r] = buf.shape[0]
+        chk[r] = zero
+        tot[r] = zero
+    for c in range(buf.shape[0]):
+        bc = buf[c]
+        cf = cast_like(c, one)
+        for r in range(bc.shape[0]):
+            v = bc[r]
+            gt = v > mx[r]
+            ix[r] = cf if gt else ix[r]
+            mx[r] = v if gt else mx[r]
+            chk[r] += nonfinite(v)
+    if want_tot:
+        for c in range(buf.shape[0]):
+            bc = buf[c]
+            for r in range(bc.shape[0]):
+                tot[r] += bc[r]
+
+
+@jit_inline
+def _tile_logits_sparse(buf, yf, mx, sm, neq, dy, lv):
+    """Logits: exp-sum of the non-maximal terms ``sm``, tie count ``neq``, d_y = z_y - max
+    (selected here, not z_y in the max pass: fast-math could turn L - (z_y - m) into a
+    cancelling (L - z_y) + m) and the row loss ``lv = log(neq + sm) - d_y``."""
+    one = cast_like(1.0, mx[0])
+    zero = one - one
+    for r in range(sm.shape[0]):
+        sm[r] = zero
+        neq[r] = zero
+        dy[r] = zero
+    for c in range(buf.shape[0]):
+        bc = buf[c]
+        cf = cast_like(c, one)
+        for r in range(bc.shape[0]):
+            d = bc[r] - mx[r]
+            e = fexp_nonpos(d)  # unconditional: a select vectorises, a branch does not
+            sm[r] += e if d < zero else zero
+            neq[r] += one if d == zero else zero
+            dy[r] = d if yf[r] == cf else dy[r]
+    for r in range(sm.shape[0]):
+        lv[r] = flogsum(neq[r], sm[r]) - dy[r]
+
+
+@jit_inline
+def _clip_log(p, epsc):
+    p = p if p > epsc else epsc
+    hi = cast_like(1.0, epsc) - epsc
+    p = p if p < hi else hi
+    return flog(p)
+
+
+@jit_inline
+def _tile_probs_sparse(buf, yf, py, tot, chk, lv, renorm, epsc):
+    """Probabilities: p_y and the row loss ``lv = -log clip(p_y [/ sum p], eps, 1 - eps)``;
+    a row whose sum is 0 or not finite is marked for the slow path (renormalising it gives
+    NaN)."""
+    one = cast_like(1.0, epsc)
+    zero = one - one
+    for r in range(py.shape[0]):
+        py[r] = zero
+    for c in range(buf.shape[0]):
+        bc = buf[c]
+        cf = cast_like(c, one)
+        for r in range(bc.shape[0]):
+            py[r] = bc[r] if yf[r] == cf else py[r]
+    if renorm:
+        for r in range(py.shape[0]):
+            chk[r] += zero if (tot[r] > zero and nonfinite(tot[r]) == zero) else one
+            lv[r] = -_clip_log(py[r] * (one / tot[r]), epsc)
+    else:
+        for r in range(py.shape[0]):
+            lv[r] = -_clip_log(py[r], epsc)
+
+
 @jit_rows
 def _softmax_sparse_small(
     # data
@@ -519,26 +604,26 @@ def _softmax_sparse_small(
     # shapes / strides
     n, C, rs,
     # constants
-    one, ignore, has_ignore, has_sw, has_cw,
+    one, ignore, has_ignore, has_sw, has_cw, from_logits, renorm, eps,
     # outputs
     want_rows, row_loss, row_correct, counts, bins, first_bad, t_lo, t_hi,
 ):
-    """Sparse softmax for small C (<= SMALL_C), logits, no smoothing, no top-k.
+    """Sparse softmax for small C (<= SMALL_C), logits or probabilities, no smoothing, no
+    top-k.
 
     With C = 10 a row does not fill a vector and per-row loop overhead dominates, so rows are
     laid across the SIMD lanes instead: each tile of TILE rows is transposed into a class-major
     buffer ``T[c, r]``; then 1. max, first argmax and finiteness, 2. exp-sum of the
-    non-maximal terms, tie count and z_y - max, 3. log and row loss all run element-wise
-    across the rows of the tile (no horizontal reductions). 4. A clean tile (all labels
-    valid and not ignored, all logits finite, no weights) adds its loss sum exactly in one
-    step (``_exact_tile_sum``) and its counts; any other tile takes the generic per-row
-    code (NaN/inf rows: the IEEE slow path). Same semantics as ``_softmax_sparse``; a row's loss
-    is the same float32 value on both paths, so the result does not depend on the tiling.
+    non-maximal terms, tie count and z_y - max (probabilities: p_y), 3. log and row loss
+    all run element-wise across the rows of the tile (no horizontal reductions). 4. A clean
+    tile (all labels valid and not ignored, all inputs finite, no weights) adds its loss sum
+    exactly in one step (``_exact_tile_sum``) and its counts; any other tile takes the
+    generic per-row code (NaN/inf rows: the IEEE slow path). Same semantics as
+    ``_softmax_sparse``; a row's loss is the same float32 value on both paths, so the result
+    does not depend on the tiling.
     """
     T = counts.shape[0]
     zero = one - one
-    ninf = cast_like(-np.inf, one)
-    Cf = cast_like(C, one)
     buf = np.empty((C, TILE), dtype=type(one))
     mx = np.empty(TILE, dtype=type(one))
     ix = np.empty(TILE, dtype=type(one))
@@ -549,6 +634,8 @@ def _softmax_sparse_small(
     chk = np.empty(TILE, dtype=type(one))
     lv = np.empty(TILE, dtype=type(one))
     ok = np.empty(TILE, dtype=type(one))
+    tot = np.empty(TILE, dtype=type(one))
+    epsc = cast_like(eps, one)
     dummy_t = np.zeros(1, dtype=np.float32)
     weighted = has_sw or has_cw
     for t in range(t_lo, t_hi):
@@ -570,42 +657,14 @@ def _softmax_sparse_small(
                 yi = np.int64(y[i0 + r])
                 nbad += 1 if (yi < 0 or yi >= C or (has_ignore and yi == ignore)) else 0
                 yf[r] = cast_like(np.int32(yi), one)
-            # 1. row maxima, first argmax and finiteness, element-wise across the tile's
-            #    rows. Loops run to a runtime bound (the buffer's length): a constant trip
-            #    count (TILE) makes LLVM unroll fully and then fail to vectorise the exp.
-            for r in range(mx.shape[0]):
-                mx[r] = ninf
-                ix[r] = Cf
-                dy[r] = zero
-                chk[r] = zero
-                sm[r] = zero
-                neq[r] = zero
-            for c in range(C):
-                bc = buf[c]
-                cf = cast_like(c, one)
-                for r in range(bc.shape[0]):
-                    v = bc[r]
-                    gt = v > mx[r]
-                    ix[r] = cf if gt else ix[r]
-                    mx[r] = v if gt else mx[r]
-                    chk[r] += nonfinite(v)
-            # 2. exp-sum of the non-maximal terms, tie count and d_y = z_y - max (selected
-            #    here, not z_y in pass 1: fast-math could turn L - (z_y - m) into a
-            #    cancelling (L - z_y) + m)
-            for c in range(C):
-                bc = buf[c]
-                cf = cast_like(c, one)
-                for r in range(bc.shape[0]):
-                    d = bc[r] - mx[r]
-                    e = fexp_nonpos(d)  # unconditional: a select vectorises, a branch does not
-                    sm[r] += e if d < zero else zero
-                    neq[r] += one if d == zero else zero
-                    dy[r] = d if yf[r] == cf else dy[r]
-            # 3. log, row loss and correctness (first argmax == label), across the tile
-            for r in range(sm.shape[0]):
-                L = flogsum(neq[r], sm[r])
-                sm[r] = L
-                lv[r] = L - dy[r]
+            # 1. row maxima, first argmax and finiteness; 2. exp-sums (probabilities: p_y);
+            # 3. row loss; all element-wise across the tile's rows
+            _tile_max_argmax(buf, mx, ix, chk, tot, renorm)
+            if from_logits:
+                _tile_logits_sparse(buf, yf, mx, sm, neq, dy, lv)
+            else:
+                _tile_probs_sparse(buf, yf, dy, tot, chk, lv, renorm, epsc)
+            for r in range(ok.shape[0]):
                 ok[r] = one if ix[r] == yf[r] else zero
             # 4. a clean tile: one exact add and the counts
             if nbad == 0 and not weighted:
@@ -647,7 +706,7 @@ def _softmax_sparse_small(
                 else:
                     zr = z[np.int64(i) * rs:np.int64(i) * rs + C]
                     loss = _slow_softmax_loss(zr, dummy_t, yi, False, 0.0, cw64, False,
-                                              True, False, 0.0)
+                                              from_logits, renorm, eps)
                     if not _has_nan(zr) and buf[yi, r] == mx[r]:
                         correct = _first_index_of(zr, mx[r]) == yi
                 n_cat += 1 if correct else 0
@@ -881,16 +940,17 @@ def _softmax_dense_small(
     # shapes / strides
     n, C, rs, trs,
     # constants
-    one, has_sw, thr, sum1_tol,
+    one, has_sw, from_logits, renorm, eps, thr, sum1_tol,
     # outputs
     want_rows, row_loss, row_correct, counts, bins, first_bad, t_lo, t_hi,
 ):
-    """Dense-label softmax for small C (<= SMALL_C): logits, no smoothing, no class weights,
-    no top-k. The tile scheme of ``_softmax_sparse_small`` applied to both arrays: a tile of
-    TILE logit rows and label rows is transposed class-major, then maxima, finiteness, label
-    statistics, side accuracy, first argmaxes, exp-sums and logs run element-wise across the
-    tile's rows. Same semantics as ``_softmax_dense`` (its docstring); rows with a NaN/inf
-    logit take its IEEE slow path, bad label rows are NaN and recorded in ``first_bad``.
+    """Dense-label softmax for small C (<= SMALL_C): logits or probabilities, no smoothing, no
+    class weights, no top-k. The tile scheme of ``_softmax_sparse_small`` applied to both
+    arrays: a tile of TILE prediction rows and label rows is transposed class-major, then
+    maxima, finiteness, label statistics, side accuracy, first argmaxes, exp-sums (or clipped
+    logs of the probabilities) run element-wise across the tile's rows. Same semantics as
+    ``_softmax_dense`` (its docstring); rows with a NaN/inf prediction take its IEEE slow
+    path, bad label rows are NaN and recorded in ``first_bad``.
     cw64 : (C,) float64 ones (the slow path's class weights).
     """
     T = counts.shape[0]
@@ -916,6 +976,8 @@ def _softmax_dense_small(
     std = np.empty(TILE, dtype=type(one))
     lv = np.empty(TILE, dtype=type(one))
     ok = np.empty(TILE, dtype=type(one))
+    tot = np.empty(TILE, dtype=type(one))
+    epsc = cast_like(eps, one)
     hits = np.zeros(1, dtype=np.bool_)
     ks0 = np.zeros(0, dtype=np.int64)
     for t in range(t_lo, t_hi):
@@ -945,6 +1007,7 @@ def _softmax_dense_small(
                 sm[r] = zero
                 neq[r] = zero
                 std[r] = zero
+                tot[r] = zero
             # 1. maxima, finiteness, label statistics, element-wise side accuracy
             for c in range(C):
                 bzc = bz[c]
@@ -954,35 +1017,54 @@ def _softmax_dense_small(
                     tv = btc[r]
                     mx[r] = v if v > mx[r] else mx[r]
                     chk[r] += nonfinite(v)
+                    tot[r] += v
                     tmx[r] = tv if tv > tmx[r] else tmx[r]
                     tbad[r] += nonfinite(tv) + (one if tv < zero else zero)
                     st[r] += tv
                     npos[r] += one if tv > zero else zero
                     nbin[r] += one if (tv == zero or tv == one) else zero
                     er[r] += one if ((v > thrc) == (tv > half)) else zero
-            # 2. first argmax of labels and logits, exp-sum of the non-maximal terms, ties
-            for c in range(C):
-                bzc = bz[c]
-                btc = bt[c]
-                cf = cast_like(c, one)
-                for r in range(bzc.shape[0]):
-                    v = bzc[r]
-                    tv = btc[r]
-                    ty[r] = cf if (tv == tmx[r] and cf < ty[r]) else ty[r]
-                    zf[r] = cf if (v == mx[r] and cf < zf[r]) else zf[r]
-                    d = v - mx[r]
-                    e = fexp_nonpos(d)  # unconditional: a select vectorises, a branch does not
-                    sm[r] += e if d < zero else zero
-                    neq[r] += one if d == zero else zero
-                    std[r] += tv * d
-            # 3. log, row loss (-sum_c t_c (d_c - L) = L sum(t) - sum(t d), a sum of two
-            #    non-negative terms) and correctness, across the tile
-            for r in range(sm.shape[0]):
-                L = flogsum(neq[r], sm[r])
-                sm[r] = L
-                lv[r] = L * st[r] - std[r]
+            # 2. first argmax of labels and predictions; logits: exp-sum of the non-maximal
+            #    terms, ties and sum(t d); probabilities: sum(t log clip(p [/ sum p]))
+            if from_logits:
+                for c in range(C):
+                    bzc = bz[c]
+                    btc = bt[c]
+                    cf = cast_like(c, one)
+                    for r in range(bzc.shape[0]):
+                        v = bzc[r]
+                        tv = btc[r]
+                        ty[r] = cf if (tv == tmx[r] and cf < ty[r]) else ty[r]
+                        zf[r] = cf if (v == mx[r] and cf < zf[r]) else zf[r]
+                        d = v - mx[r]
+                        e = fexp_nonpos(d)  # unconditional: a select vectorises, a branch not
+                        sm[r] += e if d < zero else zero
+                        neq[r] += one if d == zero else zero
+                        std[r] += tv * d
+                # 3. log, row loss (-sum_c t_c (d_c - L) = L sum(t) - sum(t d), a sum of
+                #    two non-negative terms)
+                for r in range(sm.shape[0]):
+                    lv[r] = flogsum(neq[r], sm[r]) * st[r] - std[r]
+            else:
+                for r in range(sm.shape[0]):  # sm: 1 / sum p (renormalising) or 1
+                    sm[r] = one / tot[r] if renorm else one
+                    if renorm and not (tot[r] > zero and nonfinite(tot[r]) == zero):
+                        chk[r] += one  # 0/0 or inf/inf: the slow path keeps the NaN
+                for c in range(C):
+                    bzc = bz[c]
+                    btc = bt[c]
+                    cf = cast_like(c, one)
+                    for r in range(bzc.shape[0]):
+                        v = bzc[r]
+                        tv = btc[r]
+                        ty[r] = cf if (tv == tmx[r] and cf < ty[r]) else ty[r]
+                        zf[r] = cf if (v == mx[r] and cf < zf[r]) else zf[r]
+                        std[r] += tv * _clip_log(v * sm[r], epsc)
+                for r in range(sm.shape[0]):
+                    lv[r] = -std[r]
+            for r in range(ok.shape[0]):
                 ok[r] = one if zf[r] == ty[r] else zero
-            # 4. a clean tile (finite logits, valid labels, no weights): one exact add and
+            # 4. a clean tile (finite predictions, valid labels, no weights): one exact add and
             #    the counts, all element-wise
             if not has_sw:
                 nch = zero
@@ -1034,8 +1116,8 @@ def _softmax_dense_small(
                 else:
                     zr = z[np.int64(i) * rs:np.int64(i) * rs + C]
                     tr = tl[np.int64(i) * trs:np.int64(i) * trs + C]
-                    loss = _slow_softmax_loss(zr, tr, 0, True, 0.0, cw64, False, True, False,
-                                              0.0)
+                    loss = _slow_softmax_loss(zr, tr, 0, True, 0.0, cw64, False, from_logits,
+                                              renorm, eps)
                     err = zero
                     for c in range(C):
                         v = bz[c, r]
@@ -1369,7 +1451,7 @@ def softmax_xent(logits: np.ndarray, labels: np.ndarray, opts: SoftmaxOptions) -
     row_correct = np.empty(n if opts.want_rows else 0, dtype=np.bool_)
     row_hits = np.empty((n if opts.want_rows else 0, K), dtype=np.bool_)
     arrays = [z, _kernel_view(labels)] if opts.dense else [z]
-    small = (opts.from_logits and C <= SMALL_C and K == 0 and opts.label_smoothing == 0.0
+    small = (C <= SMALL_C and K == 0 and opts.label_smoothing == 0.0
              and (not opts.cw_inside or not has_cw) and not (opts.dense and has_cw))
 
     def launch(r0, r1, bufs, cnt, bn, fb):
@@ -1381,8 +1463,9 @@ def softmax_xent(logits: np.ndarray, labels: np.ndarray, opts: SoftmaxOptions) -
         if opts.dense and small:
             (zb, rs), (tb, trs) = bufs
             _parallel(_softmax_dense_small, (
-                zb, tb, swb, cw64, r1 - r0, C, rs, trs, one, sw.size > 0, float(opts.thr),
-                _sum1_tol(), opts.want_rows, rows[0], rows[1], cnt, bn, fb), T)
+                zb, tb, swb, cw64, r1 - r0, C, rs, trs, one, sw.size > 0, opts.from_logits,
+                opts.renormalize, float(opts.eps), float(opts.thr), _sum1_tol(),
+                opts.want_rows, rows[0], rows[1], cnt, bn, fb), T)
         elif opts.dense:
             (zb, rs), (tb, trs) = bufs
             _parallel(_softmax_dense, (
@@ -1400,7 +1483,8 @@ def softmax_xent(logits: np.ndarray, labels: np.ndarray, opts: SoftmaxOptions) -
                 _parallel(_softmax_sparse_small, (
                     zb, yb, swb, cw64, r1 - r0, C, rs, one,
                     np.int64(ign if ign is not None else 0), ign is not None, sw.size > 0,
-                    has_cw, opts.want_rows, rows[0], rows[1], cnt, bn, fb), T)
+                    has_cw, opts.from_logits, opts.renormalize, float(opts.eps), opts.want_rows,
+                    rows[0], rows[1], cnt, bn, fb), T)
             else:
                 _parallel(_softmax_sparse, (
                     zb, yb, swb, cw64, cw, r1 - r0, C, rs, one,
