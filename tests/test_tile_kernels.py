@@ -15,7 +15,7 @@ import pytest
 from tolerances import assert_loss_close
 
 from fastxent import _state as S
-from fastxent.backends import SoftmaxOptions
+from fastxent.backends import SigmoidOptions, SoftmaxOptions
 from fastxent.backends import numba_cpu as K
 
 
@@ -171,3 +171,88 @@ def test_tile_loss_sum_exact_and_independent_of_tiling(monkeypatch, pattern, den
     np.testing.assert_array_equal(generic.counts, first.counts)
     np.testing.assert_array_equal(generic.row_correct, first.row_correct)
     assert_loss_close(first.row_loss, generic.row_loss, np.float32)
+
+
+def _sig_both(monkeypatch, z, t, opts):
+    out = []
+    for small_c in (K.SMALL_C, 0):
+        monkeypatch.setattr(K, "SMALL_C", small_c)
+        out.append(K.sigmoid_xent(z, t, opts))
+    return out
+
+
+SIG_FORMS = {
+    "plain": {},
+    "smooth": {"label_smoothing": 0.2},
+    "weighted": {"pos_weight": "pw", "col_weight": "cw"},
+    "probs": {"from_logits": False, "eps": 1e-7},
+    "probs-floor": {"from_logits": False, "eps": 0.0, "log_floor": -100.0},
+}
+
+
+@pytest.mark.parametrize("C", [1, 2, 10, 32])
+@pytest.mark.parametrize("n", [1, 63, 130])
+@pytest.mark.parametrize("form", list(SIG_FORMS))
+@pytest.mark.parametrize("weighted", [False, True])
+def test_sigmoid_tile_equals_generic(monkeypatch, C, n, form, weighted):
+    rng = np.random.default_rng([C, n, len(form), weighted])
+    z = (rng.standard_normal((n, C)) * 3).astype(np.float32)
+    if form.startswith("probs"):
+        z = (1.0 / (1.0 + np.exp(-z))).astype(np.float32)
+        z[0, 0] = 0.0  # log 0: clipped (eps) or floored (-100)
+    t = (rng.random((n, C)) < 0.4).astype(np.float32)
+    t[: n // 2][rng.random(n // 2) < 0.5] = 0.0  # some one-hot rows for CAT
+    t[np.arange(0, n, 3), rng.integers(0, C, len(range(0, n, 3)))] = 1.0
+    if n >= 63:
+        z[1, 0] = np.nan
+        z[2, C - 1] = np.inf
+        z[3, :] = -np.inf
+        z[4, :] = z[4].max()  # ties: first argmax
+        t[5, 0] = 1.5  # bad target rows: NaN loss, first_bad
+        t[6, C - 1] = np.nan
+        t[7, 0] = 0.3  # soft target
+    kw = dict(SIG_FORMS[form])
+    if "pos_weight" in kw:
+        kw["pos_weight"] = rng.uniform(0.5, 2.0, C)
+        kw["col_weight"] = rng.uniform(0.0, 2.0, C)
+    sw = rng.integers(0, 5, n) / 4.0 if weighted else None
+    opts = SigmoidOptions(sample_weight=sw, want_rows=True, want_cat=True,
+                          thr=0.0 if kw.get("from_logits", True) else 0.5, **kw)
+    a, b = _sig_both(monkeypatch, z, t, opts)
+    np.testing.assert_array_equal(a.counts, b.counts)
+    for q in range(1, a.exact.shape[0]):
+        if q == S.X_ELEM:  # sum of sw * err / C: fast-math may round sw * (err / C) either
+            continue       # way (one float64 ulp per row), so it is compared below
+        np.testing.assert_array_equal(a.exact[q], b.exact[q])
+    elem_a, elem_b = (S.limbs_to_int(p.exact[S.X_ELEM]) / 2**S.SCALE_BITS for p in (a, b))
+    assert abs(elem_a - elem_b) <= n * 2.0**-52 * max(abs(elem_b), 1.0)
+    assert a.first_bad == b.first_bad == (5 if n >= 63 else -1)
+    np.testing.assert_array_equal(a.row_correct, b.row_correct)
+    np.testing.assert_array_equal(a.row_elem, b.row_elem)
+    assert_loss_close(a.row_loss, b.row_loss, np.float32)
+
+
+@pytest.mark.parametrize("pattern", ["normal", "confident", "probs"])
+def test_sigmoid_tile_loss_sum_exact_and_independent_of_tiling(monkeypatch, pattern):
+    n, C = 1000, 4
+    rng = np.random.default_rng(len(pattern))
+    z = (rng.standard_normal((n, C)) * 3).astype(np.float32)
+    t = (rng.random((n, C)) < 0.5).astype(np.float32)
+    if pattern == "confident":  # row losses ~ 1e-12 beside ~ 1: tiles fall back per row
+        z[::7] = np.where(t[::7] > 0, 30.0, -30.0)
+    from_logits = pattern != "probs"
+    if not from_logits:
+        z = (1.0 / (1.0 + np.exp(-z))).astype(np.float32)
+    opts = SigmoidOptions(from_logits=from_logits, eps=1e-7, want_rows=True,
+                          thr=0.0 if from_logits else 0.5)
+    runs = []
+    for threads in (1, 3, 4):
+        monkeypatch.setattr(K, "_threads", lambda n, C, threads=threads: threads)
+        runs.append(K.sigmoid_xent(z, t, opts))
+    for other in runs[1:]:
+        np.testing.assert_array_equal(other.counts, runs[0].counts)
+        np.testing.assert_array_equal(other.exact, runs[0].exact)
+        np.testing.assert_array_equal(other.row_loss, runs[0].row_loss)
+    rl = runs[0].row_loss.astype(np.float64)
+    want = sum((Fraction(float(v)) for v in rl), Fraction(0))
+    assert Fraction(S.limbs_to_int(runs[0].exact[S.X_LOSS]), 2**S.SCALE_BITS) == want
