@@ -1164,6 +1164,43 @@ def _sig_slow_elem(x, tp, pwc, from_logits, eps, log_floor):
     return -((a * lp if a != 0.0 else 0.0) + (b * lq if b != 0.0 else 0.0))
 
 
+@jit_inline
+def _sig_slow_row(zr, tr, pw, colw, ls, from_logits, eps, log_floor, thr, one):
+    """IEEE float64 loss and element-wise hits of a row with a NaN/inf prediction."""
+    C = zr.shape[0]
+    zero = one - one
+    acc = 0.0
+    er = zero
+    for c in range(C):
+        x = np.float64(widen(zr, c))
+        tv = np.float64(widen(tr, c))
+        tp = (1.0 - ls) * tv + ls / 2.0
+        acc += np.float64(colw[c]) * _sig_slow_elem(x, tp, np.float64(pw[c]), from_logits, eps,
+                                                    log_floor)
+        er += one if (x == x and ((x > thr) == (tv > 0.5))) else zero
+    return acc / C, er
+
+
+@jit_inline
+def _accumulate_sigmoid_row(cnt, bn, wl, swi, er, C, cat, has_sw):
+    """Add one row's loss, element hits, exact match and CAT (and, with sample weights, their
+    weighted sums); returns the exact match."""
+    _add_loss(cnt, bn, wl)
+    exact = er == C
+    cnt[ELEM] += np.int64(er)
+    cnt[EXACT] += 1 if exact else 0
+    cnt[CAT] += 1 if cat else 0
+    if has_sw:
+        _bin_add(bn, X_W, swi)
+        _bin_add(bn, X_SW, swi)
+        _bin_add(bn, X_ELEM, swi * (er / C))
+        if exact:
+            _bin_add(bn, X_EXACT, swi)
+        if cat:
+            _bin_add(bn, X_CAT, swi)
+    return exact
+
+
 @jit_rows
 def _sigmoid(
     # data
@@ -1276,17 +1313,8 @@ def _sigmoid(
                 loss = np.float64(sl) / C
             else:
                 # 2. IEEE slow path for rows with NaN/inf predictions
-                acc = 0.0
-                er = zero
-                for c in range(C):
-                    x = np.float64(widen(zr, c))
-                    tv = np.float64(widen(tr, c))
-                    tp = (1.0 - ls) * tv + ls / 2.0
-                    pwc = np.float64(pw[c])
-                    acc += np.float64(colw[c]) * _sig_slow_elem(x, tp, pwc, from_logits, eps,
-                                                                log_floor)
-                    er += one if (x == x and ((x > thr) == (tv > 0.5))) else zero
-                loss = acc / C
+                loss, er = _sig_slow_row(zr, tr, pw, colw, ls, from_logits, eps, log_floor,
+                                         thr, one)
             cat = False
             if want_cat and nbin == C and npos == one:
                 # only one-hot rows: CAT feeds the "binary task on one-hot labels" warning,
@@ -1296,19 +1324,7 @@ def _sigmoid(
                 if not _has_nan(zr):
                     cat = _first_index_of(zr, mz) == _first_index_of(tr, mt)
             wl = swi * loss
-            _add_loss(cnt, bn, wl)
-            exact = er == C
-            cnt[ELEM] += np.int64(er)
-            cnt[EXACT] += 1 if exact else 0
-            cnt[CAT] += 1 if cat else 0
-            if has_sw:
-                _bin_add(bn, X_W, swi)
-                _bin_add(bn, X_SW, swi)
-                _bin_add(bn, X_ELEM, swi * (er / C))
-                if exact:
-                    _bin_add(bn, X_EXACT, swi)
-                if cat:
-                    _bin_add(bn, X_CAT, swi)
+            exact = _accumulate_sigmoid_row(cnt, bn, wl, swi, er, C, cat, has_sw)
             if want_rows:
                 row_loss[i] = cast_like(wl, one)
                 row_correct[i] = exact
@@ -1521,33 +1537,13 @@ def _sigmoid_small(
                 else:
                     zr = z[np.int64(i) * rs:np.int64(i) * rs + C]
                     tr = tl[np.int64(i) * trs:np.int64(i) * trs + C]
-                    acc = 0.0
-                    err = zero
-                    for c in range(C):
-                        x = np.float64(widen(zr, c))
-                        tv = np.float64(widen(tr, c))
-                        tp = (1.0 - ls) * tv + ls / 2.0
-                        acc += np.float64(colw[c]) * _sig_slow_elem(
-                            x, tp, np.float64(pw[c]), from_logits, eps, log_floor)
-                        err += one if (x == x and ((x > thr) == (tv > 0.5))) else zero
-                    loss = acc / C
+                    loss, err = _sig_slow_row(zr, tr, pw, colw, ls, from_logits, eps,
+                                              log_floor, thr, one)
                     rcat = False
                     if want_cat and nbin[r] == Cf and npos[r] == one and not _has_nan(zr):
                         rcat = _first_index_of(zr, rowmax(zr)) == _first_index_of(tr, rowmax(tr))
                 wl = swi * loss
-                _add_loss(cnt, bn, wl)
-                exact_row = err == Cf
-                cnt[ELEM] += np.int64(err)
-                cnt[EXACT] += 1 if exact_row else 0
-                cnt[CAT] += 1 if rcat else 0
-                if has_sw:
-                    _bin_add(bn, X_W, swi)
-                    _bin_add(bn, X_SW, swi)
-                    _bin_add(bn, X_ELEM, swi * (err / C))
-                    if exact_row:
-                        _bin_add(bn, X_EXACT, swi)
-                    if rcat:
-                        _bin_add(bn, X_CAT, swi)
+                exact_row = _accumulate_sigmoid_row(cnt, bn, wl, swi, err, C, rcat, has_sw)
                 if want_rows:
                     row_loss[i] = cast_like(wl, one)
                     row_correct[i] = exact_row
