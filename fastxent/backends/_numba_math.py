@@ -566,3 +566,21 @@ def _ov_max_value(acc):
         return lambda acc: key_f32(acc)
     if acc == types.float64:
         return lambda acc: acc
+
+
+@intrinsic
+def claim_block(typingctx, ctr, block):
+    """``atomic_fetch_add(ctr[0], 1) * block``: the first row of the next unclaimed block of
+    ``block`` rows. ``ctr`` is an int64 array shared by the threads of one kernel call."""
+    if not (isinstance(ctr, types.Array) and ctr.dtype == types.int64
+            and isinstance(block, types.Integer)):
+        return None
+
+    def codegen(context, builder, signature, args):
+        ary = context.make_array(signature.args[0])(context, builder, args[0])
+        i64 = ir.IntType(64)
+        old = builder.atomic_rmw("add", ary.data, ir.Constant(i64, 1), "monotonic")
+        b = context.cast(builder, args[1], signature.args[1], types.int64)
+        return builder.mul(old, b)
+
+    return types.int64(ctr, block), codegen

@@ -15,10 +15,13 @@ Sigmoid, element ``(i, c)``: ``sp(x) = max(x, 0) + log1p(exp(-|x|))``; loss
 with ``p`` clipped to ``[eps, 1-eps]`` and each log floored at ``log_floor``), times
 ``col_weight_c``; zero-coefficient terms contribute 0; row loss = mean over C.
 
-Kernel structure: rows are split into one contiguous range per thread (the launcher runs
-one GIL-free kernel call per range on a small thread pool); every range owns its counts and
-its exponent bins, so the result does not depend on the thread
-count. Fast path per row: 1. max + finiteness check in one integer pass (int32
+Kernel structure: the launcher runs one GIL-free kernel call per thread (the caller's thread
+and a small pool); the calls claim blocks of rows from a shared atomic counter until none is
+left, so a late or slow thread costs at most one block. Every call owns its counts and its
+exponent bins; the sums are exact integers, so the result depends neither on the thread count
+nor on which thread took which block.
+
+Fast path per row: 1. max + finiteness check in one integer pass (int32
 order-preserving keys and magnitude bits, 8 lanes per AVX2 op), 2. one vectorised pass for
 exp/sums/counts (and the label's rank for top-k), 3. per-row scalars. Rows with a NaN or inf
 take a scalar IEEE float64 slow path. C <= SMALL_C (no smoothing, no top-k) uses tile kernels
@@ -49,6 +52,7 @@ from . import Partial, SigmoidOptions, SoftmaxOptions
 from ._jit import jit_inline, jit_rows
 from ._numba_math import (
     cast_like,
+    claim_block,
     f32_abs_bits,
     f32_as_i32,
     f64_as_i64,
@@ -291,7 +295,7 @@ def _softmax_sparse(
     # constants
     one, ignore, has_ignore, has_sw, has_cw, cw_inside, ls, from_logits, renorm, eps, ks, any_tie,
     # outputs
-    want_rows, row_loss, row_correct, row_hits, counts, bins, first_bad, t_lo, t_hi,
+    want_rows, row_loss, row_correct, row_hits, counts, bins, first_bad, slot, ctr, block,
 ):
     """Sparse softmax cross-entropy + accuracy + top-k over rows ``z[i*rs : i*rs + C]``.
 
@@ -302,7 +306,6 @@ def _softmax_sparse(
     rs : row stride in elements; one : 1 in the compute dtype (selects float32/float64 math)
     counts : (T, NCOUNTS+K) int64; bins : (T, NX+K, NBINS) int64; first_bad : (T,) int64
     """
-    T = counts.shape[0]
     K = ks.shape[0]
     zero = one - one
     lsc = cast_like(ls, one)
@@ -316,13 +319,15 @@ def _softmax_sparse(
     for c in range(C):
         sumcw += cw[c]
     dummy_t = np.zeros(1, dtype=np.float32)
-    for t in range(t_lo, t_hi):
-        cnt = counts[t]
-        bn = bins[t]
-        hits = np.zeros(max(K, 1), dtype=np.bool_)
-        r0 = t * n // T
-        r1 = (t + 1) * n // T
-        fb = -1
+    cnt = counts[slot]
+    bn = bins[slot]
+    hits = np.zeros(max(K, 1), dtype=np.bool_)
+    fb = -1
+    while True:  # claim blocks of rows until none is left (see _parallel)
+        r0 = claim_block(ctr, block)
+        if r0 >= n:
+            break
+        r1 = min(n, r0 + block)
         for i in range(r0, r1):
             yi = np.int64(y[i])
             cnt[SEEN] += 1
@@ -461,7 +466,7 @@ def _softmax_sparse(
                 row_correct[i] = correct
                 for j in range(K):
                     row_hits[i, j] = hits[j]
-        first_bad[t] = fb
+    first_bad[slot] = fb
 
 
 TILE = 64  # rows per tile of the small-C kernel: 8 AVX2 vectors per class and step
@@ -606,7 +611,7 @@ def _softmax_sparse_small(
     # constants
     one, ignore, has_ignore, has_sw, has_cw, from_logits, renorm, eps,
     # outputs
-    want_rows, row_loss, row_correct, counts, bins, first_bad, t_lo, t_hi,
+    want_rows, row_loss, row_correct, counts, bins, first_bad, slot, ctr, block,
 ):
     """Sparse softmax for small C (<= SMALL_C), logits or probabilities, no smoothing, no
     top-k.
@@ -622,7 +627,6 @@ def _softmax_sparse_small(
     ``_softmax_sparse``; a row's loss is the same float32 value on both paths, so the result
     does not depend on the tiling.
     """
-    T = counts.shape[0]
     zero = one - one
     buf = np.empty((C, TILE), dtype=type(one))
     mx = np.empty(TILE, dtype=type(one))
@@ -638,15 +642,18 @@ def _softmax_sparse_small(
     epsc = cast_like(eps, one)
     dummy_t = np.zeros(1, dtype=np.float32)
     weighted = has_sw or has_cw
-    for t in range(t_lo, t_hi):
-        cnt = counts[t]
-        bn = bins[t]
-        r0 = t * n // T
-        r1 = (t + 1) * n // T
-        fb = -1
-        n_rows = 0
-        n_cat = 0
-        banks = np.zeros((2, NBINS), dtype=np.int64)
+    cnt = counts[slot]
+    bn = bins[slot]
+    fb = -1
+    n_rows = 0
+    n_cat = 0
+    banks = np.zeros((2, NBINS), dtype=np.int64)
+    while True:  # claim blocks of rows until none is left (see _parallel)
+        r0 = claim_block(ctr, block)
+        if r0 >= n:
+            break
+        r1 = min(n, r0 + block)
+        cnt[SEEN] += r1 - r0
         for i0 in range(r0, r1, TILE):
             nr = min(TILE, r1 - i0)
             _load_tile(buf, z, i0, nr, rs, one)  # 0. buf[c, r] = z[i0 + r, c]
@@ -726,13 +733,12 @@ def _softmax_sparse_small(
                 if want_rows:
                     row_loss[i] = cast_like(wl, one)
                     row_correct[i] = correct
-        # counters and banks live in registers / L1 during the loop; flush once per range
-        cnt[SEEN] += r1 - r0
-        cnt[ROWS] += n_rows
-        cnt[CAT] += n_cat
-        for e in range(NBINS):
-            bn[X_LOSS, e] += banks[0, e] + banks[1, e]
-        first_bad[t] = fb
+    # counters and banks live in registers / L1 during the loop; flush once per call
+    cnt[ROWS] += n_rows
+    cnt[CAT] += n_cat
+    for e in range(NBINS):
+        bn[X_LOSS, e] += banks[0, e] + banks[1, e]
+    first_bad[slot] = fb
 
 
 @jit_rows
@@ -744,7 +750,7 @@ def _softmax_dense(
     # constants
     one, has_sw, has_cw, cw_inside, ls, from_logits, renorm, eps, ks, any_tie, thr, sum1_tol,
     # outputs
-    want_rows, row_loss, row_correct, row_hits, counts, bins, first_bad, t_lo, t_hi,
+    want_rows, row_loss, row_correct, row_hits, counts, bins, first_bad, slot, ctr, block,
 ):
     """Dense-label softmax: rows of ``z`` and of ``tl`` (same C, row strides rs / trs).
 
@@ -752,7 +758,6 @@ def _softmax_dense(
     the label statistics used for task detection (ONEHOT/SUM1/BINARY). A label row with a
     negative or non-finite value is bad: NaN loss, recorded in ``first_bad``.
     """
-    T = counts.shape[0]
     K = ks.shape[0]
     zero = one - one
     half = cast_like(0.5, one)
@@ -767,13 +772,15 @@ def _softmax_dense(
     sumcw = 0.0
     for c in range(C):
         sumcw += cw[c]
-    for t in range(t_lo, t_hi):
-        cnt = counts[t]
-        bn = bins[t]
-        hits = np.zeros(max(K, 1), dtype=np.bool_)
-        r0 = t * n // T
-        r1 = (t + 1) * n // T
-        fb = -1
+    cnt = counts[slot]
+    bn = bins[slot]
+    hits = np.zeros(max(K, 1), dtype=np.bool_)
+    fb = -1
+    while True:  # claim blocks of rows until none is left (see _parallel)
+        r0 = claim_block(ctr, block)
+        if r0 >= n:
+            break
+        r1 = min(n, r0 + block)
         for i in range(r0, r1):
             cnt[SEEN] += 1
             cnt[ROWS] += 1
@@ -930,7 +937,7 @@ def _softmax_dense(
                 row_correct[i] = correct
                 for j in range(K):
                     row_hits[i, j] = hits[j]
-        first_bad[t] = fb
+    first_bad[slot] = fb
 
 
 @jit_rows
@@ -942,7 +949,7 @@ def _softmax_dense_small(
     # constants
     one, has_sw, from_logits, renorm, eps, thr, sum1_tol,
     # outputs
-    want_rows, row_loss, row_correct, counts, bins, first_bad, t_lo, t_hi,
+    want_rows, row_loss, row_correct, counts, bins, first_bad, slot, ctr, block,
 ):
     """Dense-label softmax for small C (<= SMALL_C): logits or probabilities, no smoothing, no
     class weights, no top-k. The tile scheme of ``_softmax_sparse_small`` applied to both
@@ -953,7 +960,6 @@ def _softmax_dense_small(
     path, bad label rows are NaN and recorded in ``first_bad``.
     cw64 : (C,) float64 ones (the slow path's class weights).
     """
-    T = counts.shape[0]
     zero = one - one
     half = cast_like(0.5, one)
     thrc = cast_like(thr, one)
@@ -980,14 +986,18 @@ def _softmax_dense_small(
     epsc = cast_like(eps, one)
     hits = np.zeros(1, dtype=np.bool_)
     ks0 = np.zeros(0, dtype=np.int64)
-    for t in range(t_lo, t_hi):
-        cnt = counts[t]
-        bn = bins[t]
-        r0 = t * n // T
-        r1 = (t + 1) * n // T
-        fb = -1
-        n_elem = 0
-        n_exact = 0
+    cnt = counts[slot]
+    bn = bins[slot]
+    fb = -1
+    n_elem = 0
+    n_exact = 0
+    while True:  # claim blocks of rows until none is left (see _parallel)
+        r0 = claim_block(ctr, block)
+        if r0 >= n:
+            break
+        r1 = min(n, r0 + block)
+        cnt[SEEN] += r1 - r0
+        cnt[ROWS] += r1 - r0
         for i0 in range(r0, r1, TILE):
             nr = min(TILE, r1 - i0)
             # 0. transpose both tiles (padding rows are zeros)
@@ -1136,11 +1146,9 @@ def _softmax_dense_small(
                 if want_rows:
                     row_loss[i] = cast_like(wl, one)
                     row_correct[i] = correct
-        cnt[SEEN] += r1 - r0
-        cnt[ROWS] += r1 - r0
-        cnt[ELEM] += n_elem
-        cnt[EXACT] += n_exact
-        first_bad[t] = fb
+    cnt[ELEM] += n_elem
+    cnt[EXACT] += n_exact
+    first_bad[slot] = fb
 
 
 # ============================================================================ sigmoid kernel
@@ -1210,7 +1218,7 @@ def _sigmoid(
     # constants
     one, has_sw, plain, ls, from_logits, eps, log_floor, thr, want_cat, sum1_tol,
     # outputs
-    want_rows, row_loss, row_correct, row_elem, counts, bins, first_bad, t_lo, t_hi,
+    want_rows, row_loss, row_correct, row_elem, counts, bins, first_bad, slot, ctr, block,
 ):
     """Sigmoid (binary / multilabel) cross-entropy + element-wise and exact-match accuracy.
 
@@ -1219,7 +1227,6 @@ def _sigmoid(
     ``want_cat``, only over one-hot label rows): first argmax of z is the label's 1. Targets
     outside [0, 1] or NaN make the row bad.
     """
-    T = counts.shape[0]
     zero = one - one
     half = cast_like(0.5, one)
     lsc = cast_like(ls, one)
@@ -1229,12 +1236,14 @@ def _sigmoid(
     hi_clip = one - epsc
     floorc = cast_like(log_floor, one)
     thrc = cast_like(thr, one)
-    for t in range(t_lo, t_hi):
-        cnt = counts[t]
-        bn = bins[t]
-        r0 = t * n // T
-        r1 = (t + 1) * n // T
-        fb = -1
+    cnt = counts[slot]
+    bn = bins[slot]
+    fb = -1
+    while True:  # claim blocks of rows until none is left (see _parallel)
+        r0 = claim_block(ctr, block)
+        if r0 >= n:
+            break
+        r1 = min(n, r0 + block)
         for i in range(r0, r1):
             cnt[SEEN] += 1
             cnt[ROWS] += 1
@@ -1329,7 +1338,7 @@ def _sigmoid(
                 row_loss[i] = cast_like(wl, one)
                 row_correct[i] = exact
                 row_elem[i] = cast_like(er / C, one)
-        first_bad[t] = fb
+    first_bad[slot] = fb
 
 
 # One class row of a tile: its element losses added into the row sums ``sl`` (the three
@@ -1386,7 +1395,7 @@ def _sigmoid_small(
     # constants
     one, has_sw, plain, ls, from_logits, eps, log_floor, thr, want_cat, sum1_tol,
     # outputs
-    want_rows, row_loss, row_correct, row_elem, counts, bins, first_bad, t_lo, t_hi,
+    want_rows, row_loss, row_correct, row_elem, counts, bins, first_bad, slot, ctr, block,
 ):
     """``_sigmoid`` for small C (<= SMALL_C; binary tasks are C = 1): the tile scheme of
     ``_softmax_dense_small``. Both tiles are transposed class-major, then label statistics,
@@ -1395,7 +1404,6 @@ def _sigmoid_small(
     Rows with a NaN/inf prediction take ``_sigmoid``'s IEEE slow path; bad target rows are
     NaN and recorded in ``first_bad``.
     """
-    T = counts.shape[0]
     zero = one - one
     half = cast_like(0.5, one)
     lsc = cast_like(ls, one)
@@ -1421,12 +1429,14 @@ def _sigmoid_small(
     ty = np.empty(TILE, dtype=type(one))
     lv = np.empty(TILE, dtype=type(one))
     cat = np.empty(TILE, dtype=type(one))
-    for t in range(t_lo, t_hi):
-        cnt = counts[t]
-        bn = bins[t]
-        r0 = t * n // T
-        r1 = (t + 1) * n // T
-        fb = -1
+    cnt = counts[slot]
+    bn = bins[slot]
+    fb = -1
+    while True:  # claim blocks of rows until none is left (see _parallel)
+        r0 = claim_block(ctr, block)
+        if r0 >= n:
+            break
+        r1 = min(n, r0 + block)
         for i0 in range(r0, r1, TILE):
             nr = min(TILE, r1 - i0)
             _load_tile(bz, z, i0, nr, rs, one)
@@ -1548,7 +1558,7 @@ def _sigmoid_small(
                     row_loss[i] = cast_like(wl, one)
                     row_correct[i] = exact_row
                     row_elem[i] = cast_like(err / C, one)
-        first_bad[t] = fb
+    first_bad[slot] = fb
 
 
 # ============================================================================ launchers
@@ -1606,22 +1616,35 @@ def _threads(n: int, C: int) -> int:
     return max(1, min(nb.get_num_threads(), n))
 
 
-def _parallel(kernel, args, T):
-    """Run ``kernel(*args, t, t + 1)`` for t in range(T) on the pool (deterministic: every
-    call owns row range t and state slice t)."""
-    global _POOL
+def _block_rows_of(n: int, C: int, T: int) -> int:
+    """Rows per claimed block: one block on one thread; else about 8 blocks per thread and at
+    most ~1M elements per block (so a slow or late thread costs at most one block), a multiple
+    of TILE."""
     if T == 1:
-        kernel(*args, 0, 1)
+        return max(n, 1)
+    rows = min(-(-n // (8 * T)), max(1, (1 << 20) // max(C, 1)))
+    return -(-rows // TILE) * TILE
+
+
+def _parallel(kernel, args, T, n, C):
+    """Run ``kernel(*args, slot, ctr, block)`` for slot in range(T), the caller's thread
+    taking the last slot: every call claims blocks of ``block`` rows from the shared counter
+    ``ctr`` until none is left, and adds them into its own state slice ``slot``. Dynamic, so
+    a worker that wakes late or runs on a slower core does not hold the call up; the result
+    does not depend on which thread took which block (exact integer sums, per-row outputs)."""
+    global _POOL
+    ctr = np.zeros(1, dtype=np.int64)
+    block = _block_rows_of(n, C, T)
+    if T == 1:
+        kernel(*args, 0, ctr, block)
         return
     if _POOL is None or _POOL._max_workers < T - 1:
         from concurrent.futures import ThreadPoolExecutor
 
         _POOL = ThreadPoolExecutor(max_workers=T - 1, thread_name_prefix="fastxent")
-    # the caller runs the last range itself: one thread wake-up less per call, and the caller
-    # is not left idle (64k-row streaming chunks: median 3.2 -> ~2 ms per call at C = 10)
-    futures = [_POOL.submit(kernel, *args, t, t + 1) for t in range(T - 1)]
+    futures = [_POOL.submit(kernel, *args, t, ctr, block) for t in range(T - 1)]
     try:
-        kernel(*args, T - 1, T)
+        kernel(*args, T - 1, ctr, block)
     finally:
         for f in futures:
             f.result()
@@ -1700,14 +1723,14 @@ def softmax_xent(logits: np.ndarray, labels: np.ndarray, opts: SoftmaxOptions) -
             _parallel(_softmax_dense_small, (
                 zb, tb, swb, cw64, r1 - r0, C, rs, trs, one, sw.size > 0, opts.from_logits,
                 opts.renormalize, float(opts.eps), float(opts.thr), _sum1_tol(),
-                opts.want_rows, rows[0], rows[1], cnt, bn, fb), T)
+                opts.want_rows, rows[0], rows[1], cnt, bn, fb), T, r1 - r0, C)
         elif opts.dense:
             (zb, rs), (tb, trs) = bufs
             _parallel(_softmax_dense, (
                 zb, tb, swb, cw64, cw, r1 - r0, C, rs, trs, one, sw.size > 0, has_cw,
                 opts.cw_inside, float(opts.label_smoothing), opts.from_logits, opts.renormalize,
                 float(opts.eps), ks, opts.topk_any_tie, float(opts.thr), _sum1_tol(),
-                opts.want_rows, *rows, cnt, bn, fb), T)
+                opts.want_rows, *rows, cnt, bn, fb), T, r1 - r0, C)
         else:
             ((zb, rs),) = bufs
             yb = np.ascontiguousarray(labels[sl])
@@ -1719,14 +1742,14 @@ def softmax_xent(logits: np.ndarray, labels: np.ndarray, opts: SoftmaxOptions) -
                     zb, yb, swb, cw64, r1 - r0, C, rs, one,
                     np.int64(ign if ign is not None else 0), ign is not None, sw.size > 0,
                     has_cw, opts.from_logits, opts.renormalize, float(opts.eps), opts.want_rows,
-                    rows[0], rows[1], cnt, bn, fb), T)
+                    rows[0], rows[1], cnt, bn, fb), T, r1 - r0, C)
             else:
                 _parallel(_softmax_sparse, (
                     zb, yb, swb, cw64, cw, r1 - r0, C, rs, one,
                     np.int64(ign if ign is not None else 0), ign is not None, sw.size > 0,
                     has_cw, opts.cw_inside, float(opts.label_smoothing), opts.from_logits,
                     opts.renormalize, float(opts.eps), ks, opts.topk_any_tie, opts.want_rows,
-                    *rows, cnt, bn, fb), T)
+                    *rows, cnt, bn, fb), T, r1 - r0, C)
 
     if n and C:
         _run_blocks(n, arrays, launch, counts, bins, first_bad)
@@ -1762,7 +1785,7 @@ def sigmoid_xent(logits: np.ndarray, targets: np.ndarray, opts: SigmoidOptions) 
             opts.pos_weight is None and opts.col_weight is None, float(opts.label_smoothing),
             opts.from_logits, float(opts.eps), float(opts.log_floor), float(opts.thr),
             opts.want_cat, _sum1_tol(),
-            opts.want_rows, *rows, cnt, bn, fb), T)
+            opts.want_rows, *rows, cnt, bn, fb), T, r1 - r0, C)
 
     if n and C:
         _run_blocks(n, [z, tl], launch, counts, bins, first_bad)
