@@ -940,6 +940,46 @@ def _softmax_dense(
     first_bad[slot] = fb
 
 
+@jit_inline
+def _add_clean_tile(cnt, bn, lv, chk, tbad, cat, er, nbin, npos, st, nr, C, sum1_tol):
+    """Counts (CAT, ELEM, EXACT, BINARY, ONEHOT, SUM1) and exact loss sum of a dense-label
+    tile's ``nr`` rows, added only if the tile is clean (no non-finite prediction, no bad
+    label) and its loss sum exact; False leaves ``cnt``/``bn`` untouched for the per-row
+    path. ``cat``: 1 where the row counts as correct."""
+    one = cast_like(1.0, lv[0])
+    zero = one - one
+    Cf = cast_like(C, one)
+    nch = zero
+    ncat = zero
+    nerr = zero
+    nex = zero
+    nbiny = zero
+    nonehot = zero
+    nsum1 = 0
+    for r in range(nr):
+        nch += chk[r] + tbad[r]
+        ncat += cat[r]
+        nerr += er[r]
+        nex += one if er[r] == Cf else zero
+        isbin = nbin[r] == Cf
+        nbiny += one if isbin else zero
+        nonehot += one if (isbin and npos[r] == one) else zero
+        nsum1 += 1 if abs(np.float64(st[r]) - 1.0) <= sum1_tol else 0
+    if nch != zero:
+        return False
+    s, exact = _exact_tile_sum(lv, nr)
+    if not exact:
+        return False
+    _bin_add(bn, X_LOSS, s)
+    cnt[CAT] += np.int64(ncat)
+    cnt[ELEM] += np.int64(nerr)
+    cnt[EXACT] += np.int64(nex)
+    cnt[BINARY] += np.int64(nbiny)
+    cnt[ONEHOT] += np.int64(nonehot)
+    cnt[SUM1] += nsum1
+    return True
+
+
 @jit_rows
 def _softmax_dense_small(
     # data
@@ -1076,38 +1116,13 @@ def _softmax_dense_small(
                 ok[r] = one if zf[r] == ty[r] else zero
             # 4. a clean tile (finite predictions, valid labels, no weights): one exact add and
             #    the counts, all element-wise
-            if not has_sw:
-                nch = zero
-                ncat = zero
-                nerr = zero
-                nex = zero
-                nbiny = zero
-                nonehot = zero
-                nsum1 = 0
-                for r in range(nr):
-                    nch += chk[r] + tbad[r]
-                    ncat += ok[r]
-                    nerr += er[r]
-                    nex += one if er[r] == Cf else zero
-                    isbin = nbin[r] == Cf
-                    nbiny += one if isbin else zero
-                    nonehot += one if (isbin and npos[r] == one) else zero
-                    nsum1 += 1 if abs(np.float64(st[r]) - 1.0) <= sum1_tol else 0
-                if nch == zero:
-                    s, exact = _exact_tile_sum(lv, nr)
-                    if exact:
-                        _bin_add(bn, X_LOSS, s)
-                        cnt[CAT] += np.int64(ncat)
-                        cnt[BINARY] += np.int64(nbiny)
-                        cnt[ONEHOT] += np.int64(nonehot)
-                        cnt[SUM1] += nsum1
-                        n_elem += np.int64(nerr)
-                        n_exact += np.int64(nex)
-                        if want_rows:
-                            for r in range(nr):
-                                row_loss[i0 + r] = lv[r]
-                                row_correct[i0 + r] = ok[r] != zero
-                        continue
+            if not has_sw and _add_clean_tile(cnt, bn, lv, chk, tbad, ok, er, nbin, npos, st,
+                                              nr, C, sum1_tol):
+                if want_rows:
+                    for r in range(nr):
+                        row_loss[i0 + r] = lv[r]
+                        row_correct[i0 + r] = ok[r] != zero
+                continue
             # per-row path
             for r in range(nr):
                 i = i0 + r
@@ -1494,41 +1509,16 @@ def _sigmoid_small(
                 cat[r] = one if (want_cat and nbin[r] == Cf and npos[r] == one
                                  and zf[r] == ty[r]) else zero
             # 4. a clean tile (finite predictions, valid targets, no weights)
-            if not has_sw:
-                nch = zero
-                nerr = zero
-                nex = zero
-                ncat = zero
-                nbiny = zero
-                nonehot = zero
-                nsum1 = 0
-                for r in range(nr):
-                    nch += chk[r] + tbad[r]
-                    nerr += er[r]
-                    nex += one if er[r] == Cf else zero
-                    ncat += cat[r]
-                    isbin = nbin[r] == Cf
-                    nbiny += one if isbin else zero
-                    nonehot += one if (isbin and npos[r] == one) else zero
-                    nsum1 += 1 if abs(np.float64(st[r]) - 1.0) <= sum1_tol else 0
-                if nch == zero:
-                    s, exact = _exact_tile_sum(lv, nr)
-                    if exact:
-                        _bin_add(bn, X_LOSS, s)
-                        cnt[SEEN] += nr
-                        cnt[ROWS] += nr
-                        cnt[ELEM] += np.int64(nerr)
-                        cnt[EXACT] += np.int64(nex)
-                        cnt[CAT] += np.int64(ncat)
-                        cnt[BINARY] += np.int64(nbiny)
-                        cnt[ONEHOT] += np.int64(nonehot)
-                        cnt[SUM1] += nsum1
-                        if want_rows:
-                            for r in range(nr):
-                                row_loss[i0 + r] = lv[r]
-                                row_correct[i0 + r] = er[r] == Cf
-                                row_elem[i0 + r] = cast_like(np.float64(er[r]) / C, one)
-                        continue
+            if not has_sw and _add_clean_tile(cnt, bn, lv, chk, tbad, cat, er, nbin, npos, st,
+                                              nr, C, sum1_tol):
+                cnt[SEEN] += nr
+                cnt[ROWS] += nr
+                if want_rows:
+                    for r in range(nr):
+                        row_loss[i0 + r] = lv[r]
+                        row_correct[i0 + r] = er[r] == Cf
+                        row_elem[i0 + r] = cast_like(np.float64(er[r]) / C, one)
+                continue
             # per-row path (as ``_sigmoid``)
             for r in range(nr):
                 i = i0 + r
