@@ -20,6 +20,7 @@ docstrings of :mod:`fastxent.backends.numba_cpu`; the CUDA engine must match the
 from __future__ import annotations
 
 import importlib
+import sys
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -126,6 +127,9 @@ BACKENDS = {
 
 def get_backend(name: str):
     """Import and return the engine module ``name`` (``"numba"`` or ``"cuda"``)."""
+    mod = sys.modules.get(BACKENDS.get(name, ""))  # already imported: skip importlib (~5 us)
+    if mod is not None:
+        return mod
     try:
         path = BACKENDS[name]
     except KeyError:

@@ -569,18 +569,47 @@ def _ov_max_value(acc):
 
 
 @intrinsic
-def claim_block(typingctx, ctr, block):
-    """``atomic_fetch_add(ctr[0], 1) * block``: the first row of the next unclaimed block of
-    ``block`` rows. ``ctr`` is an int64 array shared by the threads of one kernel call."""
-    if not (isinstance(ctr, types.Array) and ctr.dtype == types.int64
-            and isinstance(block, types.Integer)):
+def claim_block(typingctx, ctr):
+    """``atomic_fetch_add(ctr[0], 1)``: the index of the next unclaimed block of rows. ``ctr``
+    is an int64 array shared by the threads of one kernel call."""
+    if not (isinstance(ctr, types.Array) and ctr.dtype == types.int64):
         return None
 
     def codegen(context, builder, signature, args):
         ary = context.make_array(signature.args[0])(context, builder, args[0])
         i64 = ir.IntType(64)
-        old = builder.atomic_rmw("add", ary.data, ir.Constant(i64, 1), "monotonic")
-        b = context.cast(builder, args[1], signature.args[1], types.int64)
-        return builder.mul(old, b)
+        return builder.atomic_rmw("add", ary.data, ir.Constant(i64, 1), "monotonic")
 
-    return types.int64(ctr, block), codegen
+    return types.int64(ctr), codegen
+
+
+@intrinsic
+def mark_done(typingctx, ctr):
+    """``atomic_fetch_add(ctr[1], 1)`` with release order: this kernel call has written its
+    state slice (the launcher's caller waits for all of them on ``ctr[1]``)."""
+    if not (isinstance(ctr, types.Array) and ctr.dtype == types.int64):
+        return None
+
+    def codegen(context, builder, signature, args):
+        ary = context.make_array(signature.args[0])(context, builder, args[0])
+        i64 = ir.IntType(64)
+        ptr = builder.gep(ary.data, [ir.Constant(i64, 1)])
+        builder.atomic_rmw("add", ptr, ir.Constant(i64, 1), "release")
+        return context.get_dummy_value()
+
+    return types.none(ctr), codegen
+
+
+@intrinsic
+def load_done(typingctx, ctr):
+    """``ctr[1]`` read with acquire order (see :func:`mark_done`)."""
+    if not (isinstance(ctr, types.Array) and ctr.dtype == types.int64):
+        return None
+
+    def codegen(context, builder, signature, args):
+        ary = context.make_array(signature.args[0])(context, builder, args[0])
+        i64 = ir.IntType(64)
+        ptr = builder.gep(ary.data, [ir.Constant(i64, 1)])
+        return builder.load_atomic(ptr, "acquire", 8)
+
+    return types.int64(ctr), codegen
