@@ -31,11 +31,12 @@ class Run:
     state: State
     partial: Any
     sparse: bool = True
+    opts: Any = None  # the SoftmaxOptions / SigmoidOptions it ran with
 
 
 def _asarray(engine, x):
-    if x is None:
-        return None
+    if x is None or (isinstance(x, np.ndarray) and engine.xp is np):
+        return x
     if not hasattr(x, "shape") or not hasattr(x, "dtype"):
         x = np.asarray(x)
     return engine.asarray(x)
@@ -123,7 +124,7 @@ def softmax_run(logits, labels, *, from_logits=True, label_smoothing=0.0, class_
         meta={"from_logits": from_logits, "label_smoothing": ls, "cw_inside": bool(cw_inside),
               "renormalize": bool(renormalize), "topk_any_tie": bool(topk_any_tie)},
     )
-    return Run(engine, logits, rows_shape, state, part, sparse)
+    return Run(engine, logits, rows_shape, state, part, sparse, opts)
 
 
 def sigmoid_run(logits, targets, *, from_logits=True, threshold=0.5, pos_weight=None,
@@ -188,7 +189,7 @@ def sigmoid_run(logits, targets, *, from_logits=True, threshold=0.5, pos_weight=
         sample_weighted=sw is not None, counts=part.counts, exact=part.exact,
         meta={"from_logits": from_logits, "label_smoothing": ls, "threshold": thr},
     )
-    return Run(engine, logits, rows_shape, state, part, False)
+    return Run(engine, logits, rows_shape, state, part, False, opts)
 
 
 def _raise_bad_label(bad, y2, sparse, C, rows_shape, ignore_index):

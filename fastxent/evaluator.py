@@ -194,10 +194,19 @@ class Evaluator:
         self._pending = None     # a zero-row dense batch seen while task is unresolved
         self._rows = 0
         self._updates = 0
+        self._fast = None        # _FastPath for later host batches like the first one
 
     # ------------------------------------------------------------------ update
     def update(self, logits, labels, sample_weight=None) -> None:
         """Add a batch of rows (any number, zero included) to the running state."""
+        fast = self._fast
+        if fast is not None and sample_weight is None:
+            part = fast.run(logits, labels)
+            if part is not None:
+                self._add_arrays(part.counts, part.exact, 1)
+                self._rows += fast.n_rows(logits)
+                self._updates += 1
+                return
         logits = _core._user_array(logits)
         labels = _core._user_array(labels)
         sample_weight = _core._user_array(sample_weight)
@@ -364,6 +373,7 @@ class Evaluator:
                                      ks=st.ks, weighted=st.weighted,
                                      sample_weighted=st.sample_weighted, meta=dict(st.meta))
             self._form = form
+            self._fast = _FastPath.of(run, self._options.get("validate", True))
             self._counts = st.counts.copy()
             self._exact = st.exact.copy()
             self._raw = 1
@@ -622,6 +632,7 @@ class Evaluator:
     def __getstate__(self):
         d = self.__dict__.copy()
         d["_engine"] = None if self._engine is None else self._engine.NAME
+        d["_fast"] = None  # rebuilt by the next full update
         return d
 
     def __setstate__(self, d):
@@ -631,6 +642,77 @@ class Evaluator:
 
             d["_engine"] = get_backend(eng)
         self.__dict__.update(d)
+
+
+class _FastPath:
+    """The launch of later batches that look exactly like the first one: NumPy arrays of the
+    same logits dtype and trailing shape, labels of one dtype, no sample weights, on the CPU
+    engine (sparse softmax, binary and multilabel). It skips the validation of options and
+    shapes already checked (the options are fixed for the stream) and calls the engine with
+    the options the first batch ran with: ~100 us less per update, most of the overhead of
+    streaming small batches (a 64k x 10 batch takes ~2 ms). Any other batch, and any batch with
+    a bad label (so that the full path raises its message), returns None and takes the full
+    path."""
+
+    __slots__ = ("engine", "opts", "ldt", "ndim", "C", "ydt", "validate", "softmax", "cast")
+
+    @classmethod
+    def of(cls, run, validate):
+        # dense softmax batches (auto on one-hot rows) keep the full path: each batch's label
+        # statistics are checked against the task (_check_auto_dense)
+        if (run.engine.NAME != "numba" or type(run.like) is not np.ndarray
+                or run.state.sample_weighted or run.opts is None or run.opts.want_rows
+                or (run.state.kind == "softmax" and not run.sparse)):
+            return None
+        return cls(run, bool(validate))
+
+    def __init__(self, run, validate):
+        self.engine, self.opts = run.engine, run.opts
+        self.ldt, self.ndim, self.C = run.like.dtype, run.like.ndim, run.state.n_classes
+        self.ydt = None  # the labels' dtype, from the first batch seen here
+        self.cast = False
+        self.validate = validate
+        self.softmax = run.state.kind == "softmax"
+
+    def n_rows(self, logits) -> int:
+        return logits.shape[0] if logits.ndim <= 1 else math.prod(logits.shape[:-1])
+
+    def _labels_ok(self, labels) -> bool:
+        if self.ydt is None:
+            name = dtype_name(labels)
+            ok = V.is_integer_dtype(name) if self.softmax else name in V.DENSE_DTYPES
+            if not ok or not V.byte_order_ok(labels):
+                return False
+            self.ydt, self.cast = labels.dtype, not self.softmax and V.is_integer_dtype(name)
+        return labels.dtype == self.ydt
+
+    def run(self, logits, labels):
+        if (type(logits) is not np.ndarray or type(labels) is not np.ndarray
+                or logits.dtype != self.ldt or logits.ndim != self.ndim):
+            return None
+        C = self.C
+        if self.softmax:
+            if logits.shape[-1] != C or labels.shape != logits.shape[:-1]:
+                return None
+        elif logits.ndim == 1:
+            if labels.shape != logits.shape:
+                return None
+        elif logits.ndim == 0 or logits.shape[-1] != C or not (
+                labels.shape == logits.shape or (C == 1 and labels.shape == logits.shape[:-1])):
+            return None
+        if not self._labels_ok(labels):
+            return None
+        n = logits.size // C
+        if self.softmax:
+            part = self.engine.softmax_xent(logits.reshape(n, C), labels.reshape(n), self.opts)
+        else:
+            t2 = labels.reshape(n, C)
+            part = self.engine.sigmoid_xent(logits.reshape(n, C),
+                                            t2.astype(np.float32) if self.cast else t2,
+                                            self.opts)
+        if self.validate and part.first_bad >= 0:
+            return None
+        return part
 
 
 def _np_dtype(name: str):

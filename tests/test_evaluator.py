@@ -507,6 +507,105 @@ def test_no_warning_leaks_from_streaming(data):
         stream(fx.Evaluator(**opts), z, y, 9000, sw).result()
 
 
+# ----------------------------------------------------------------------------- fast path
+
+
+def _count_full_launches(monkeypatch):
+    """Count the batches that take the full (validating) launch instead of the fast path."""
+    calls = []
+    real = E._core.softmax_run
+
+    def counting(*a, **k):
+        calls.append(1)
+        return real(*a, **k)
+
+    monkeypatch.setattr(E._core, "softmax_run", counting)
+    return calls
+
+
+def test_fast_path_equals_one_shot_and_is_taken(monkeypatch):
+    rng = np.random.default_rng(31)
+    z = (rng.standard_normal((9000, 13)) * 3).astype(np.float32)
+    y = rng.integers(0, 13, 9000)
+    y[rng.random(9000) < 0.05] = -100
+    z[100, 2] = np.nan
+    opts = dict(top_k=(1, 3), ignore_index=-100, class_weight=rng.random(13) + 0.5,
+                label_smoothing=0.1)
+    calls = _count_full_launches(monkeypatch)
+    got = stream(fx.Evaluator(**opts), z, y, 1000).result()
+    assert len(calls) == 1  # only the first batch went through the full launch
+    assert_same(got, fx.evaluate(z, y, **opts))
+
+
+def test_fast_path_falls_back_on_batches_unlike_the_first(monkeypatch):
+    """Batches of another dtype, layout, library or label dtype take the full launch; the
+    result is the same as with no fast path at all."""
+    import torch
+
+    rng = np.random.default_rng(32)
+    z = rng.standard_normal((600, 7)).astype(np.float32)
+    y = rng.integers(0, 7, 600)
+    batches = [
+        (z[:100], y[:100]),
+        (z[100:200], y[100:200].astype(np.int32)),        # another label dtype
+        (z[200:300].astype(np.float64), y[200:300]),       # another logits dtype
+        (np.asfortranarray(z[300:400]), y[300:400]),       # Fortran order
+        (z[400:500:1, :][:, ::-1][:, ::-1], y[400:500]),   # a view (same values)
+        (torch.from_numpy(z[500:550]), torch.from_numpy(y[500:550])),  # torch CPU
+        (z[550:600].reshape(5, 10, 7), y[550:600].reshape(5, 10)),     # leading axes
+    ]
+
+    def run():
+        ev = fx.Evaluator(top_k=2)
+        for a, b in batches:
+            ev.update(a, b)
+        return ev.result()
+
+    with_fast = run()
+    monkeypatch.setattr(E._FastPath, "of", classmethod(lambda cls, *a: None))
+    assert_same(with_fast, run())
+
+
+@pytest.mark.parametrize("name", ["multilabel", "binary"])
+def test_fast_path_sigmoid_tasks(monkeypatch, name):
+    """Binary and multilabel streams take the fast path after the first batch, equal the
+    one-shot call, and fall back for batches of another form."""
+    rng = np.random.default_rng(33)
+    z, t, _, opts = DATASETS[name](rng, 5000)
+    calls = []
+    real = E._core.sigmoid_run
+    monkeypatch.setattr(E._core, "sigmoid_run", lambda *a, **k: calls.append(1) or real(*a, **k))
+    got = stream(fx.Evaluator(**opts), z, t, 700).result()
+    assert len(calls) == 1
+    assert_same(got, fx.evaluate(z, t, **opts))
+    ev = fx.Evaluator(**opts)
+    ev.update(z[:10], t[:10])
+    ev.update(z[10:20], t[10:20].astype(np.float64))  # another target dtype: full path
+    assert len(calls) == 3
+    if name == "binary":
+        ev.update(z[20:30].reshape(10, 1), t[20:30])  # (N, 1) logits, (N,) targets
+        with pytest.raises(ValueError, match="targets shape"):
+            ev.update(z[30:31], t[30:31].reshape(()))  # a 0-d target for a (1,) batch
+        assert len(calls) == 5
+        assert int(ev.result().count) == 30
+
+
+def test_fast_path_bad_labels(monkeypatch):
+    z = np.zeros((4, 3), np.float32)
+    ev = fx.Evaluator()
+    ev.update(z, np.array([0, 1, 2, 0]))
+    with pytest.raises(IndexError, match=r"label 7 at row 2 .*stream row 4"):
+        ev.update(z, np.array([0, 1, 7, 0]))
+    ev.update(z, np.array([2, 2, 2, 2]))  # the evaluator still works after the error
+    assert len(ev) == 8
+    ev = fx.Evaluator(validate=False)
+    ev.update(z, np.array([0, 1, 2, 0]))
+    ev.update(z, np.array([0, 9, 2, 0]))  # not validated: the bad row is NaN, as one-shot
+    assert np.isnan(float(ev.result().loss))
+    with pytest.raises(TypeError, match="integer class ids"):
+        ev.update(z, np.zeros(4, np.float32))  # float labels of the rows' shape
+
+
 # ----------------------------------------------------------------------------- GPU
 
 
