@@ -644,15 +644,20 @@ class Evaluator:
         self.__dict__.update(d)
 
 
+def _host_array(x) -> bool:
+    """NumPy arrays and their subclasses (np.memmap: the CLI's chunks) except np.matrix."""
+    return isinstance(x, np.ndarray) and not isinstance(x, np.matrix)
+
+
 class _FastPath:
-    """The launch of later batches that look exactly like the first one: NumPy arrays of the
-    same logits dtype and trailing shape, labels of one dtype, no sample weights, on the CPU
-    engine (sparse softmax, binary and multilabel). It skips the validation of options and
-    shapes already checked (the options are fixed for the stream) and calls the engine with
-    the options the first batch ran with: ~100 us less per update, most of the overhead of
-    streaming small batches (a 64k x 10 batch takes ~2 ms). Any other batch, and any batch with
-    a bad label (so that the full path raises its message), returns None and takes the full
-    path."""
+    """The launch of later batches that look exactly like the first one: host arrays
+    (NumPy, np.memmap) with the first batch's logits dtype and trailing shape, labels of one
+    dtype, no sample weights, on the CPU engine (sparse softmax, binary, multilabel). It skips
+    the validation of options and shapes already checked (the options are fixed for the
+    stream) and calls the engine with the options the first batch ran with: ~100 us less per
+    update, most of the overhead of streaming small batches (a 64k x 10 batch takes ~2 ms).
+    Any other batch, and any batch with a bad label (so that the full path raises its
+    message), returns None and takes the full path."""
 
     __slots__ = ("engine", "opts", "ldt", "ndim", "C", "ydt", "validate", "softmax", "cast")
 
@@ -660,7 +665,7 @@ class _FastPath:
     def of(cls, run, validate):
         # dense softmax batches (auto on one-hot rows) keep the full path: each batch's label
         # statistics are checked against the task (_check_auto_dense)
-        if (run.engine.NAME != "numba" or type(run.like) is not np.ndarray
+        if (run.engine.NAME != "numba" or not _host_array(run.like)
                 or run.state.sample_weighted or run.opts is None or run.opts.want_rows
                 or (run.state.kind == "softmax" and not run.sparse)):
             return None
@@ -687,7 +692,7 @@ class _FastPath:
         return labels.dtype == self.ydt
 
     def run(self, logits, labels):
-        if (type(logits) is not np.ndarray or type(labels) is not np.ndarray
+        if (not _host_array(logits) or not _host_array(labels)
                 or logits.dtype != self.ldt or logits.ndim != self.ndim):
             return None
         C = self.C

@@ -537,6 +537,19 @@ def test_fast_path_equals_one_shot_and_is_taken(monkeypatch):
     assert_same(got, fx.evaluate(z, y, **opts))
 
 
+def test_fast_path_takes_memmap_chunks(monkeypatch, tmp_path):
+    """The CLI streams np.memmap slices: they take the fast path too."""
+    rng = np.random.default_rng(34)
+    np.save(tmp_path / "z.npy", rng.standard_normal((3000, 5)).astype(np.float32))
+    np.save(tmp_path / "y.npy", rng.integers(0, 5, 3000))
+    z = np.load(tmp_path / "z.npy", mmap_mode="r")
+    y = np.load(tmp_path / "y.npy", mmap_mode="r")
+    calls = _count_full_launches(monkeypatch)
+    got = stream(fx.Evaluator(), z, y, 500).result()
+    assert len(calls) == 1
+    assert_same(got, fx.evaluate(np.asarray(z), np.asarray(y)))
+
+
 def test_fast_path_falls_back_on_batches_unlike_the_first(monkeypatch):
     """Batches of another dtype, layout, library or label dtype take the full launch; the
     result is the same as with no fast path at all."""
