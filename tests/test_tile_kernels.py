@@ -109,6 +109,44 @@ def test_sparse_tile_equals_generic(monkeypatch, C, n, pred):
     assert_loss_close(a.row_loss, b.row_loss, np.float32)  # terms summed in another order
 
 
+@pytest.mark.parametrize("C", [1, 3, 10, 32])
+@pytest.mark.parametrize("n", [5, 64, 200])
+@pytest.mark.parametrize("pred,ls", [("logits", 0.0), ("probs", 0.0), ("logits", 0.1),
+                                     ("logits", 1.0)])
+@pytest.mark.parametrize("any_tie", [False, True])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_sparse_tile_topk_equals_generic(monkeypatch, C, n, pred, ls, any_tie, weighted):
+    """Top-k and label smoothing in the tile kernel: the label's rank, ties in both
+    conventions, NaN/inf rows, ignored and bad labels, sample and class weights (weighted
+    top-k bins), per-row hits and losses."""
+    rng = np.random.default_rng([C, n, len(pred), int(ls * 10), any_tie, weighted])
+    z = _predictions(rng, pred, n, C)
+    z = np.round(z * 4) / 4  # many exact ties
+    y = rng.integers(0, C, n)
+    if n >= 64:
+        z[5, 0] = np.nan
+        z[6, :] = 1.0  # every class tied
+        z[7, 0] = np.inf
+        z[11, 0] = -np.inf
+        y[8] = -100
+        y[9] = C  # out of range: NaN row, no hit, first_bad
+    ks = tuple(sorted({1, min(2, C), min(3, C), C}))
+    sw = rng.integers(0, 5, n) / 4.0 if weighted else None
+    cw = rng.uniform(0.5, 2.0, C) if weighted else None
+    opts = SoftmaxOptions(ignore_index=-100, ks=ks, topk_any_tie=any_tie, sample_weight=sw,
+                          class_weight=cw, label_smoothing=ls, want_rows=True,
+                          **_pred_opts(pred))
+    a, b = _both(monkeypatch, z, y, opts)
+    np.testing.assert_array_equal(a.counts, b.counts)
+    np.testing.assert_array_equal(a.exact[1:], b.exact[1:])  # weights, weighted cat / top-k
+    assert a.first_bad == b.first_bad
+    np.testing.assert_array_equal(a.row_correct, b.row_correct)
+    np.testing.assert_array_equal(a.row_hits, b.row_hits)
+    assert_loss_close(a.row_loss, b.row_loss, np.float32)
+    assert a.counts[S.TOPK + len(ks) - 1] == a.counts[S.ROWS] - (n >= 64) * 2  # k = C: all
+    # but the NaN row and the bad-label row hit
+
+
 def _tile_pattern(pattern, rng, n, C):
     """Logits and labels whose row losses stress the clean-tile exact sum: losses spanning
     more than 23 binades, exact zeros, huge values, +inf, ignored rows."""

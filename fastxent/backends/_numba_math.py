@@ -568,48 +568,38 @@ def _ov_max_value(acc):
         return lambda acc: acc
 
 
-@intrinsic
-def claim_block(typingctx, ctr):
-    """``atomic_fetch_add(ctr[0], 1)``: the index of the next unclaimed block of rows. ``ctr``
-    is an int64 array shared by the threads of one kernel call."""
-    if not (isinstance(ctr, types.Array) and ctr.dtype == types.int64):
-        return None
-
-    def codegen(context, builder, signature, args):
-        ary = context.make_array(signature.args[0])(context, builder, args[0])
-        i64 = ir.IntType(64)
-        return builder.atomic_rmw("add", ary.data, ir.Constant(i64, 1), "monotonic")
-
-    return types.int64(ctr), codegen
+_I64 = ir.IntType(64)
 
 
-@intrinsic
-def mark_done(typingctx, ctr):
-    """``atomic_fetch_add(ctr[1], 1)`` with release order: this kernel call has written its
-    state slice (the launcher's caller waits for all of them on ``ctr[1]``)."""
-    if not (isinstance(ctr, types.Array) and ctr.dtype == types.int64):
-        return None
+def _counter_intrinsic(name, op, slot, order, doc):
+    """An intrinsic on ``ctr[slot]`` of an int64 array ``ctr`` shared by the threads of one
+    kernel call: ``op`` "add" (atomic fetch-add of 1, returns the old value) or "load"
+    (atomic load), with memory order ``order``."""
 
-    def codegen(context, builder, signature, args):
-        ary = context.make_array(signature.args[0])(context, builder, args[0])
-        i64 = ir.IntType(64)
-        ptr = builder.gep(ary.data, [ir.Constant(i64, 1)])
-        builder.atomic_rmw("add", ptr, ir.Constant(i64, 1), "release")
-        return context.get_dummy_value()
+    def impl(typingctx, ctr):
+        if not (isinstance(ctr, types.Array) and ctr.dtype == types.int64):
+            return None
 
-    return types.none(ctr), codegen
+        def codegen(context, builder, signature, args):
+            ary = context.make_array(signature.args[0])(context, builder, args[0])
+            ptr = builder.gep(ary.data, [ir.Constant(_I64, slot)])
+            if op == "load":
+                return builder.load_atomic(ptr, order, 8)
+            return builder.atomic_rmw("add", ptr, ir.Constant(_I64, 1), order)
+
+        return types.int64(ctr), codegen
+
+    impl.__name__ = impl.__qualname__ = name
+    impl.__doc__ = doc
+    return intrinsic(impl)
 
 
-@intrinsic
-def load_done(typingctx, ctr):
-    """``ctr[1]`` read with acquire order (see :func:`mark_done`)."""
-    if not (isinstance(ctr, types.Array) and ctr.dtype == types.int64):
-        return None
-
-    def codegen(context, builder, signature, args):
-        ary = context.make_array(signature.args[0])(context, builder, args[0])
-        i64 = ir.IntType(64)
-        ptr = builder.gep(ary.data, [ir.Constant(i64, 1)])
-        return builder.load_atomic(ptr, "acquire", 8)
-
-    return types.int64(ctr), codegen
+claim_block = _counter_intrinsic(
+    "claim_block", "add", 0, "monotonic",
+    "``atomic_fetch_add(ctr[0], 1)``: the index of the next unclaimed block of rows.")
+mark_done = _counter_intrinsic(
+    "mark_done", "add", 1, "release",
+    "``atomic_fetch_add(ctr[1], 1)`` with release order: this kernel call has written its "
+    "state slice (the launcher's caller waits for all of them on ``ctr[1]``).")
+load_done = _counter_intrinsic(
+    "load_done", "load", 1, "acquire", "``ctr[1]`` read with acquire order (see ``mark_done``).")

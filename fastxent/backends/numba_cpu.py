@@ -24,9 +24,9 @@ nor on which thread took which block.
 Fast path per row: 1. max + finiteness check in one integer pass (int32
 order-preserving keys and magnitude bits, 8 lanes per AVX2 op), 2. one vectorised pass for
 exp/sums/counts (and the label's rank for top-k), 3. per-row scalars. Rows with a NaN or inf
-take a scalar IEEE float64 slow path. C <= SMALL_C (no smoothing, no top-k) uses tile kernels
-instead, which lay 64 rows across the SIMD lanes and add a clean tile's losses in one exact
-step.
+take a scalar IEEE float64 slow path. C <= SMALL_C uses tile kernels instead (sparse labels:
+top-k and the smoothing of logits included; dense labels: neither), which lay 64 rows across
+the SIMD lanes and add a clean tile's losses in one exact step.
 
 What the vectoriser needs (measured on this project's AVX2 machines): integer reductions in
 32 bits (Numba widens int32 arithmetic to int64, so keys, maxima and index minima are LLVM IR
@@ -577,27 +577,73 @@ def _tile_max_argmax(buf, mx, ix, chk, tot, want_tot):
 
 
 @jit_inline
-def _tile_logits_sparse(buf, yf, mx, sm, neq, dy, lv):
+def _tile_logits_sparse(buf, yf, mx, sm, neq, dy, sd, lv, omls, lsC):
     """Logits: exp-sum of the non-maximal terms ``sm``, tie count ``neq``, d_y = z_y - max
     (selected here, not z_y in the max pass: fast-math could turn L - (z_y - m) into a
-    cancelling (L - z_y) + m) and the row loss ``lv = log(neq + sm) - d_y``."""
+    cancelling (L - z_y) + m), with label smoothing (``lsC = ls / C != 0``) the sum of the
+    d_c ``sd`` (accumulated from the same d as the exp, as in ``_softmax_sparse``), and the
+    row loss ``lv = L - (1 - ls) d_y - (ls / C) sd`` with ``L = log(neq + sm)``."""
     one = cast_like(1.0, mx[0])
     zero = one - one
+    smooth = lsC != zero
     for r in range(sm.shape[0]):
         sm[r] = zero
         neq[r] = zero
         dy[r] = zero
+        sd[r] = zero
+    for c in range(buf.shape[0]):
+        bc = buf[c]
+        cf = cast_like(c, one)
+        if smooth:
+            for r in range(bc.shape[0]):
+                d = bc[r] - mx[r]
+                e = fexp_nonpos(d)  # unconditional: a select vectorises, a branch does not
+                sm[r] += e if d < zero else zero
+                neq[r] += one if d == zero else zero
+                dy[r] = d if yf[r] == cf else dy[r]
+                sd[r] += d
+        else:
+            for r in range(bc.shape[0]):
+                d = bc[r] - mx[r]
+                e = fexp_nonpos(d)
+                sm[r] += e if d < zero else zero
+                neq[r] += one if d == zero else zero
+                dy[r] = d if yf[r] == cf else dy[r]
+    if smooth:
+        for r in range(sm.shape[0]):
+            lv[r] = flogsum(neq[r], sm[r]) - omls * dy[r] - lsC * sd[r]
+    else:
+        for r in range(sm.shape[0]):
+            lv[r] = flogsum(neq[r], sm[r]) - dy[r]
+
+
+@jit_inline
+def _tile_rank(buf, yf, zy, rk, any_tie):
+    """Per tile row: the label's rank #{c: z_c > z_y} + #{c < y: z_c == z_y} (Keras
+    ``any_tie``: the first term only), counted element-wise across the rows; rows with a bad
+    label get some value (they take the per-row path)."""
+    one = cast_like(1.0, zy[0])
+    zero = one - one
+    for r in range(zy.shape[0]):
+        zy[r] = zero
+        rk[r] = zero
     for c in range(buf.shape[0]):
         bc = buf[c]
         cf = cast_like(c, one)
         for r in range(bc.shape[0]):
-            d = bc[r] - mx[r]
-            e = fexp_nonpos(d)  # unconditional: a select vectorises, a branch does not
-            sm[r] += e if d < zero else zero
-            neq[r] += one if d == zero else zero
-            dy[r] = d if yf[r] == cf else dy[r]
-    for r in range(sm.shape[0]):
-        lv[r] = flogsum(neq[r], sm[r]) - dy[r]
+            zy[r] = bc[r] if yf[r] == cf else zy[r]
+    if any_tie:
+        for c in range(buf.shape[0]):
+            bc = buf[c]
+            for r in range(bc.shape[0]):
+                rk[r] += one if bc[r] > zy[r] else zero
+    else:
+        for c in range(buf.shape[0]):
+            bc = buf[c]
+            cf = cast_like(c, one)
+            for r in range(bc.shape[0]):
+                v = bc[r]
+                rk[r] += one if (v > zy[r] or (v == zy[r] and cf < yf[r])) else zero
 
 
 @jit_inline
@@ -638,18 +684,19 @@ def _softmax_sparse_small(
     # shapes / strides
     n, C, rs,
     # constants
-    one, ignore, has_ignore, has_sw, has_cw, from_logits, renorm, eps,
+    one, ignore, has_ignore, has_sw, has_cw, ls, from_logits, renorm, eps, ks, any_tie,
     # outputs
-    want_rows, row_loss, row_correct, counts, bins, first_bad, slot, ctr, bounds,
+    want_rows, row_loss, row_correct, row_hits, counts, bins, first_bad, slot, ctr, bounds,
 ):
-    """Sparse softmax for small C (<= SMALL_C), logits or probabilities, no smoothing, no
-    top-k.
+    """Sparse softmax for small C (<= SMALL_C): logits or probabilities, top-k, and label
+    smoothing ``ls`` with logits (no class weights inside the rows).
 
     With C = 10 a row does not fill a vector and per-row loop overhead dominates, so rows are
     laid across the SIMD lanes instead: each tile of TILE rows is transposed into a class-major
     buffer ``T[c, r]``; then 1. max, first argmax and finiteness, 2. exp-sum of the
     non-maximal terms, tie count and z_y - max (probabilities: p_y), 3. log and row loss
-    all run element-wise across the rows of the tile (no horizontal reductions). 4. A clean
+    all run element-wise across the rows of the tile (no horizontal reductions); with top-k,
+    the label's rank #{z_c > z_y} + #{c < y: z_c == z_y} too. 4. A clean
     tile (all labels valid and not ignored, all inputs finite, no weights) adds its loss sum
     exactly in one step (``_exact_tile_sum``) and its counts; any other tile takes the
     generic per-row code (NaN/inf rows: the IEEE slow path). Same semantics as
@@ -668,9 +715,18 @@ def _softmax_sparse_small(
     lv = np.empty(TILE, dtype=type(one))
     ok = np.empty(TILE, dtype=type(one))
     tot = np.empty(TILE, dtype=type(one))
+    zy = np.zeros(TILE, dtype=type(one))
+    rk = np.zeros(TILE, dtype=type(one))
+    sd = np.zeros(TILE, dtype=type(one))
+    omls = one - cast_like(ls, one)
+    lsC = cast_like(ls / C, one)
     epsc = cast_like(eps, one)
     dummy_t = np.zeros(1, dtype=np.float32)
     weighted = has_sw or has_cw
+    K = ks.shape[0]
+    ksf = np.empty(K, dtype=type(one))  # k as compute-dtype values (exact: C <= SMALL_C)
+    for j in range(K):
+        ksf[j] = cast_like(np.int32(ks[j]), one)
     cnt = counts[slot]
     bn = bins[slot]
     fb = -1
@@ -698,11 +754,13 @@ def _softmax_sparse_small(
             # 3. row loss; all element-wise across the tile's rows
             _tile_max_argmax(buf, mx, ix, chk, tot, renorm)
             if from_logits:
-                _tile_logits_sparse(buf, yf, mx, sm, neq, dy, lv)
+                _tile_logits_sparse(buf, yf, mx, sm, neq, dy, sd, lv, omls, lsC)
             else:
                 _tile_probs_sparse(buf, yf, dy, tot, chk, lv, renorm, epsc)
             for r in range(ok.shape[0]):
                 ok[r] = one if ix[r] == yf[r] else zero
+            if K > 0:
+                _tile_rank(buf, yf, zy, rk, any_tie)
             # 4. a clean tile: one exact add and the counts
             if nbad == 0 and not weighted:
                 nch = zero
@@ -716,10 +774,17 @@ def _softmax_sparse_small(
                         _bin_add(bn, X_LOSS, s)
                         n_rows += nr
                         n_cat += np.int64(ncat)
+                        for j in range(K):
+                            nh = zero
+                            for r in range(nr):
+                                nh += one if rk[r] < ksf[j] else zero
+                            cnt[TOPK + j] += np.int64(nh)
                         if want_rows:
                             for r in range(nr):
                                 row_loss[i0 + r] = lv[r]
                                 row_correct[i0 + r] = ok[r] != zero
+                                for j in range(K):
+                                    row_hits[i0 + r, j] = rk[r] < ksf[j]
                         continue
             # per-row path
             for r in range(nr):
@@ -729,10 +794,13 @@ def _softmax_sparse_small(
                     if want_rows:
                         row_loss[i] = zero
                         row_correct[i] = False
+                        for j in range(K):
+                            row_hits[i, j] = False
                     continue
                 n_rows += 1
                 swi = sw[i] if has_sw else 1.0
                 correct = False
+                rank = C  # no top-k hit (bad label, NaN row)
                 if yi < 0 or yi >= C:
                     if fb < 0:
                         fb = i
@@ -740,13 +808,24 @@ def _softmax_sparse_small(
                 elif chk[r] == zero:
                     loss = np.float64(lv[r])
                     correct = ok[r] != zero
+                    rank = np.int64(rk[r]) if K > 0 else C
                 else:
                     zr = z[np.int64(i) * rs:np.int64(i) * rs + C]
-                    loss = _slow_softmax_loss(zr, dummy_t, yi, False, 0.0, cw64, False,
+                    loss = _slow_softmax_loss(zr, dummy_t, yi, False, ls, cw64, False,
                                               from_logits, renorm, eps)
-                    if not _has_nan(zr) and buf[yi, r] == mx[r]:
-                        correct = _first_index_of(zr, mx[r]) == yi
+                    if not _has_nan(zr):
+                        if buf[yi, r] == mx[r]:
+                            correct = _first_index_of(zr, mx[r]) == yi
+                        if K > 0:
+                            rank = _rank(zr, yi, buf[yi, r], any_tie)
                 n_cat += 1 if correct else 0
+                for j in range(K):
+                    hit = rank < ks[j]
+                    cnt[TOPK + j] += 1 if hit else 0
+                    if has_sw and hit:
+                        _bin_add(bn, X_TOPK + j, swi)
+                    if want_rows:
+                        row_hits[i, j] = hit
                 w = swi * cw64[yi] if (has_cw and 0 <= yi < C) else swi
                 wl = w * loss
                 if not weighted and nonfinite(wl) == 0.0 and np.float64(np.float32(wl)) == wl:
@@ -1807,8 +1886,11 @@ def softmax_xent(logits: np.ndarray, labels: np.ndarray, opts: SoftmaxOptions) -
     row_correct = np.empty(n if opts.want_rows else 0, dtype=np.bool_)
     row_hits = np.empty((n if opts.want_rows else 0, K), dtype=np.bool_)
     arrays = [z, _kernel_view(labels)] if opts.dense else [z]
-    small = (C <= SMALL_C and K == 0 and opts.label_smoothing == 0.0
-             and (not opts.cw_inside or not has_cw) and not (opts.dense and has_cw))
+    # tile kernels: dense labels without class weights, top-k or smoothing; sparse labels
+    # with smoothing only from logits
+    smooth_ok = opts.label_smoothing == 0.0 or (opts.from_logits and not opts.dense)
+    small = (C <= SMALL_C and smooth_ok and (not opts.cw_inside or not has_cw)
+             and not (opts.dense and (has_cw or K > 0)))
 
     def launch(r0, r1, bufs, cnt, bn, fb):
         sl = slice(r0, r1)
@@ -1839,8 +1921,9 @@ def softmax_xent(logits: np.ndarray, labels: np.ndarray, opts: SoftmaxOptions) -
                 _parallel(_softmax_sparse_small, (
                     zb, yb, swb, cw64, r1 - r0, C, rs, one,
                     np.int64(ign if ign is not None else 0), ign is not None, sw.size > 0,
-                    has_cw, opts.from_logits, opts.renormalize, float(opts.eps), opts.want_rows,
-                    rows[0], rows[1], cnt, bn, fb), T, r1 - r0, C)
+                    has_cw, float(opts.label_smoothing), opts.from_logits, opts.renormalize,
+                    float(opts.eps), ks, opts.topk_any_tie, opts.want_rows, *rows, cnt, bn, fb),
+                    T, r1 - r0, C)
             else:
                 _parallel(_softmax_sparse, (
                     zb, yb, swb, cw64, cw, r1 - r0, C, rs, one,
