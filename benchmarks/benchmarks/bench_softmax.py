@@ -50,18 +50,19 @@ class SoftmaxCrossEntropy(Benchmark):
 
 
 class SoftmaxOptions(Benchmark):
-    """Each option's cost on B_256kx1000 sparse (plain = the reference line)."""
+    """Each option's cost on B_256kx1000 (the generic kernels) and A_4Mx10 (the tile
+    kernels) with sparse labels (plain = the reference line)."""
 
-    params = [BACKENDS, ["plain", "validate=False", "ignore_index", "class_weight",
-                         "sample_weight", "label_smoothing", "from_logits=False",
-                         "reduction=none"]]
-    param_names = ["backend", "option"]
+    params = [BACKENDS, ["B_256kx1000", "A_4Mx10"],
+              ["plain", "validate=False", "ignore_index", "class_weight", "sample_weight",
+               "label_smoothing", "top_k=5", "from_logits=False", "reduction=none"]]
+    param_names = ["backend", "workload", "option"]
 
-    def setup(self, backend, option):
-        self.be = check_params(backend, "B_256kx1000", "float32", "sparse")
+    def setup(self, backend, workload, option):
+        self.be = check_params(backend, workload, "float32", "sparse")
         fx = fastxent()
         xp = self.be.xp
-        z, y = inputs(backend, "B_256kx1000", "float32", "sparse")
+        z, y = inputs(backend, workload, "float32", "sparse")
         n, c = z.shape
         kw = {
             "plain": {},
@@ -70,11 +71,12 @@ class SoftmaxOptions(Benchmark):
             "class_weight": {"class_weight": xp.linspace(0.5, 2.0, c, dtype=xp.float32)},
             "sample_weight": {"sample_weight": xp.linspace(0.5, 2.0, n, dtype=xp.float32)},
             "label_smoothing": {"label_smoothing": 0.1},
+            "top_k=5": {"top_k": 5},
             "from_logits=False": {"from_logits": False},
             "reduction=none": {"reduction": "none"},
         }[option]
         if option == "from_logits=False":   # probabilities: a softmax of the same logits
-            zh, _ = host_inputs("B_256kx1000", "sparse")
+            zh, _ = host_inputs(workload, "sparse")
             p = np.exp(zh - zh.max(1, keepdims=True))   # new arrays: the cache is untouched
             p /= p.sum(1, keepdims=True)
             z = self.be.asarray(p)
@@ -82,7 +84,7 @@ class SoftmaxOptions(Benchmark):
         self.call()
         self.be.synchronize()
 
-    def time_loss_acc(self, backend, option):
+    def time_loss_acc(self, backend, workload, option):
         self.call()
         self.be.synchronize()
 

@@ -718,6 +718,8 @@ def _softmax_sparse_small(
     zy = np.zeros(TILE, dtype=type(one))
     rk = np.zeros(TILE, dtype=type(one))
     sd = np.zeros(TILE, dtype=type(one))
+    igm = np.zeros(TILE, dtype=type(one))  # 1 where the row's label is ignore_index
+    Cf = cast_like(np.int32(C), one)
     omls = one - cast_like(ls, one)
     lsC = cast_like(ls / C, one)
     epsc = cast_like(eps, one)
@@ -743,13 +745,17 @@ def _softmax_sparse_small(
         for i0 in range(r0, r1, TILE):
             nr = min(TILE, r1 - i0)
             _load_tile(buf, z, i0, nr, rs, one)  # 0. buf[c, r] = z[i0 + r, c]
-            # labels as compute-dtype values (exact: C <= SMALL_C); a bad or ignored one
-            # sends the tile down the per-row path
+            # labels as compute-dtype values (exact: C <= SMALL_C); a bad one sends the tile
+            # down the per-row path, ignored rows are masked out of a clean tile
             nbad = 0
+            nign = 0
             for r in range(nr):
                 yi = np.int64(y[i0 + r])
-                nbad += 1 if (yi < 0 or yi >= C or (has_ignore and yi == ignore)) else 0
+                ign = has_ignore and yi == ignore
+                nign += 1 if ign else 0
+                nbad += 1 if (not ign and (yi < 0 or yi >= C)) else 0
                 yf[r] = cast_like(np.int32(yi), one)
+                igm[r] = one if ign else zero
             # 1. row maxima, first argmax and finiteness; 2. exp-sums (probabilities: p_y);
             # 3. row loss; all element-wise across the tile's rows
             _tile_max_argmax(buf, mx, ix, chk, tot, renorm)
@@ -764,15 +770,21 @@ def _softmax_sparse_small(
             # 4. a clean tile: one exact add and the counts
             if nbad == 0 and not weighted:
                 nch = zero
-                ncat = zero
                 for r in range(nr):
-                    nch += chk[r]
-                    ncat += ok[r]
+                    nch += zero if igm[r] != zero else chk[r]  # ignored rows are not read
                 if nch == zero:
+                    if nign > 0:  # ignored rows: loss 0, not correct, no top-k hit
+                        for r in range(nr):
+                            lv[r] = zero if igm[r] != zero else lv[r]
+                            ok[r] = zero if igm[r] != zero else ok[r]
+                            rk[r] = Cf if igm[r] != zero else rk[r]
+                    ncat = zero
+                    for r in range(nr):
+                        ncat += ok[r]
                     s, exact = _exact_tile_sum(lv, nr)
                     if exact:
                         _bin_add(bn, X_LOSS, s)
-                        n_rows += nr
+                        n_rows += nr - nign
                         n_cat += np.int64(ncat)
                         for j in range(K):
                             nh = zero
