@@ -680,13 +680,14 @@ class _FastPath:
         self.softmax = run.state.kind == "softmax"
 
     def n_rows(self, logits) -> int:
-        return logits.shape[0] if logits.ndim <= 1 else math.prod(logits.shape[:-1])
+        return Evaluator._rows_of(logits.shape)
 
     def _labels_ok(self, labels) -> bool:
-        if self.ydt is None:
+        if self.ydt is None:  # the full path's dtype check, once
             name = dtype_name(labels)
-            ok = V.is_integer_dtype(name) if self.softmax else name in V.DENSE_DTYPES
-            if not ok or not V.byte_order_ok(labels):
+            try:
+                V.check_label_dtype("labels", labels, name, sparse=self.softmax)
+            except TypeError:
                 return False
             self.ydt, self.cast = labels.dtype, not self.softmax and V.is_integer_dtype(name)
         return labels.dtype == self.ydt
