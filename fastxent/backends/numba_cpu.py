@@ -202,6 +202,16 @@ def _bins_to_limbs(bins, out):
 
 
 @jit_inline
+def _claim_rows(ctr, bounds):
+    """The next unclaimed block of rows ``[r0, r1)`` of this call (see ``_parallel``), or an
+    empty range once all are taken."""
+    k = claim_block(ctr)
+    if k + 1 >= bounds.shape[0]:
+        return np.int64(0), np.int64(0)
+    return bounds[k], bounds[k + 1]
+
+
+@jit_inline
 def _first_index_of(zr, val):
     """Smallest c with zr[c] == val (len if none), compared in val's dtype; a vectorisable
     int32 min-reduction (int64 indices ran 4 lanes wide, 3.5x slower; rows of 2**31 classes
@@ -351,11 +361,9 @@ def _softmax_sparse(
     hits = np.zeros(max(K, 1), dtype=np.bool_)
     fb = -1
     while True:  # claim blocks of rows until none is left (see _parallel)
-        k = claim_block(ctr)
-        if k + 1 >= bounds.shape[0]:
+        r0, r1 = _claim_rows(ctr, bounds)
+        if r0 >= r1:
             break
-        r0 = bounds[k]
-        r1 = bounds[k + 1]
         for i in range(r0, r1):
             yi = np.int64(y[i])
             cnt[SEEN] += 1
@@ -736,11 +744,9 @@ def _softmax_sparse_small(
     n_cat = 0
     banks = np.zeros((2, NBINS), dtype=np.int64)
     while True:  # claim blocks of rows until none is left (see _parallel)
-        k = claim_block(ctr)
-        if k + 1 >= bounds.shape[0]:
+        r0, r1 = _claim_rows(ctr, bounds)
+        if r0 >= r1:
             break
-        r0 = bounds[k]
-        r1 = bounds[k + 1]
         cnt[SEEN] += r1 - r0
         for i0 in range(r0, r1, TILE):
             nr = min(TILE, r1 - i0)
@@ -899,11 +905,9 @@ def _softmax_dense(
     hits = np.zeros(max(K, 1), dtype=np.bool_)
     fb = -1
     while True:  # claim blocks of rows until none is left (see _parallel)
-        k = claim_block(ctr)
-        if k + 1 >= bounds.shape[0]:
+        r0, r1 = _claim_rows(ctr, bounds)
+        if r0 >= r1:
             break
-        r0 = bounds[k]
-        r1 = bounds[k + 1]
         for i in range(r0, r1):
             cnt[SEEN] += 1
             cnt[ROWS] += 1
@@ -1156,11 +1160,9 @@ def _softmax_dense_small(
     n_elem = 0
     n_exact = 0
     while True:  # claim blocks of rows until none is left (see _parallel)
-        k = claim_block(ctr)
-        if k + 1 >= bounds.shape[0]:
+        r0, r1 = _claim_rows(ctr, bounds)
+        if r0 >= r1:
             break
-        r0 = bounds[k]
-        r1 = bounds[k + 1]
         cnt[SEEN] += r1 - r0
         cnt[ROWS] += r1 - r0
         for i0 in range(r0, r1, TILE):
@@ -1381,11 +1383,9 @@ def _sigmoid(
     bn = bins[slot]
     fb = -1
     while True:  # claim blocks of rows until none is left (see _parallel)
-        k = claim_block(ctr)
-        if k + 1 >= bounds.shape[0]:
+        r0, r1 = _claim_rows(ctr, bounds)
+        if r0 >= r1:
             break
-        r0 = bounds[k]
-        r1 = bounds[k + 1]
         for i in range(r0, r1):
             cnt[SEEN] += 1
             cnt[ROWS] += 1
@@ -1576,11 +1576,9 @@ def _sigmoid_small(
     bn = bins[slot]
     fb = -1
     while True:  # claim blocks of rows until none is left (see _parallel)
-        k = claim_block(ctr)
-        if k + 1 >= bounds.shape[0]:
+        r0, r1 = _claim_rows(ctr, bounds)
+        if r0 >= r1:
             break
-        r0 = bounds[k]
-        r1 = bounds[k + 1]
         for i0 in range(r0, r1, TILE):
             nr = min(TILE, r1 - i0)
             _load_tile(bz, z, i0, nr, rs, one)
