@@ -387,6 +387,44 @@ def test_peaked_rows(lib, rng, dtype, C, gap):
     check_softmax(lib, z, one_hot(y, C), reduction="none")
 
 
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=FLOAT_IDS)
+def test_long_rows(lib, rng, dtype):
+    """Rows far wider than a SIMD loop's unrolled step, without top-k (the kernels' common
+    exp-sum pass): the maximum near the end, ties thousands of classes apart, whole stretches
+    far below the max or at -inf, one non-finite value late in the row, peaked rows."""
+    skip_unsupported(lib, dtype)
+    C = 5000
+    z = rng.standard_normal((12, C))
+    y = make_sparse(rng, (12,), C)
+    z[1, 4500] = 10.0
+    y[1] = 4500  # the max near the end
+    z[2, [100, 4500]] = 10.0
+    y[2] = 4500  # a tie 4400 classes apart: the first index (100) wins
+    z[3, [100, 4500]] = 10.0
+    y[3] = 100
+    z[4, 2048:] -= 50.0  # most of the row far below its start
+    y[4] = 3000
+    z[5, :2048] -= 8.0  # stretches rising towards the end
+    z[5, 4096:] += 8.0
+    y[5] = 2500
+    z[6, 4999] = np.nan
+    z[7, 3000] = np.inf
+    z[8, :2048] = -np.inf  # a long -inf stretch, label after it: finite loss
+    y[8] = 2049
+    z[9] = 0.0
+    z[9, 4700] = 30.0  # peaked: loss ~ (C - 1) exp(-30)
+    y[9] = 4700
+    z[10] = 1.5  # all equal: class 0 is the argmax
+    y[10] = 0
+    z = cast(z, dtype)
+    m, ref = check_softmax(lib, z, y, reduction="none")
+    assert ref["correct"][[1, 3, 9, 10]].all() and not ref["correct"][[2, 6, 7]].any()
+    assert np.isnan(ref["loss"][[6, 7]]).all() and np.isfinite(ref["loss"][8])
+    check_softmax(lib, z, y)
+    check_softmax(lib, z[:6], y[:6], reduction="sum")
+    check_softmax(lib, z, y, label_smoothing=0.1, reduction="none")  # the pass with sums
+
+
 def test_c1_and_c2(lib, rng):
     z = make_logits(rng, (9, 1), np.float32)
     m, ref = check_softmax(lib, z, np.zeros(9, np.int64), reduction="none", top_k=1)
