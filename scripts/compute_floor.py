@@ -41,38 +41,39 @@ WORKLOADS = {
 }
 
 
-@nb.njit(parallel=True, fastmath=_FM, error_model="numpy", nogil=True)
-def _exp_floor(z):  # pragma: no cover - compiled
-    n = z.size
-    nblk = (n + 65535) // 65536
-    acc = 0.0
-    for b in nb.prange(nblk):
-        lo = b * 65536
-        hi = min(n, lo + 65536)
-        zb = z[lo:hi]
-        s = np.float32(0.0)
-        for k in range(hi - lo):
-            x = zb[k]
-            s += fexp_nonpos(-(x if x > np.float32(0.0) else -x))
-        acc += s
-    return acc
+@nb.njit(fastmath=_FM, error_model="numpy")
+def _exp_term(x):  # pragma: no cover - compiled
+    return fexp_nonpos(-(x if x > np.float32(0.0) else -x))
 
 
-@nb.njit(parallel=True, fastmath=_FM, error_model="numpy", nogil=True)
-def _exp_log1p_floor(z):  # pragma: no cover - compiled
-    n = z.size
-    nblk = (n + 65535) // 65536
-    acc = 0.0
-    for b in nb.prange(nblk):
-        lo = b * 65536
-        hi = min(n, lo + 65536)
-        zb = z[lo:hi]
-        s = np.float32(0.0)
-        for k in range(hi - lo):
-            x = zb[k]
-            s += flog1p_unit(fexp_nonpos(-(x if x > np.float32(0.0) else -x)))
-        acc += s
-    return acc
+@nb.njit(fastmath=_FM, error_model="numpy")
+def _exp_log1p_term(x):  # pragma: no cover - compiled
+    return flog1p_unit(fexp_nonpos(-(x if x > np.float32(0.0) else -x)))
+
+
+def _floor_kernel(term):
+    """A parallel sum of ``term(x)`` over every element, 64k-element blocks per thread."""
+
+    @nb.njit(parallel=True, fastmath=_FM, error_model="numpy", nogil=True)
+    def floor(z):  # pragma: no cover - compiled
+        n = z.size
+        nblk = (n + 65535) // 65536
+        acc = 0.0
+        for b in nb.prange(nblk):
+            lo = b * 65536
+            hi = min(n, lo + 65536)
+            zb = z[lo:hi]
+            s = np.float32(0.0)
+            for k in range(hi - lo):
+                s += term(zb[k])
+            acc += s
+        return acc
+
+    return floor
+
+
+_exp_floor = _floor_kernel(_exp_term)
+_exp_log1p_floor = _floor_kernel(_exp_log1p_term)
 
 
 @nb.njit(parallel=True, nogil=True)
