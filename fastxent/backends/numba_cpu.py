@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import threading
 
 import ml_dtypes
@@ -1783,6 +1784,18 @@ def _wait_done(ctr, want, spins):
 
 
 _SPINS = 1 << 17  # ~0.1-0.3 ms of polling before blocking on the workers' futures
+
+
+def _forget_pool_after_fork():
+    """In a forked child the pool's worker threads do not exist (fork copies only the calling
+    thread): a call would wait forever for their share of the blocks. The child starts its own
+    pool on its first multi-threaded call."""
+    global _POOL
+    _POOL = None
+
+
+if hasattr(os, "register_at_fork"):  # POSIX
+    os.register_at_fork(after_in_child=_forget_pool_after_fork)
 
 
 def _parallel(kernel, args, T, n, C):

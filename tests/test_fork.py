@@ -1,0 +1,60 @@
+"""A process forked after fastxent ran on several CPU threads (a PyTorch DataLoader worker, a
+multiprocessing pool with the fork start method, a preloading server) must still compute:
+the parent's worker threads do not exist in the child."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import sys
+import warnings
+
+import numba
+import numpy as np
+import pytest
+
+import fastxent as fx
+
+pytestmark = [
+    pytest.mark.skipif(sys.platform == "win32", reason="no fork on Windows"),
+    pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2,
+                       reason="one Numba thread: the CPU engine starts no worker threads"),
+]
+
+N, C = 20_000, 100  # 2M elements: the engine splits the rows across threads
+
+
+def _arrays():
+    rng = np.random.default_rng(3)
+    z = rng.standard_normal((N, C), dtype=np.float32)
+    y = rng.integers(0, C, N)
+    t = (rng.random((N, C)) < 0.2).astype(np.float32)
+    return z, y, t
+
+
+def _both():
+    z, y, t = _arrays()
+    a = fx.softmax_cross_entropy(z, y, top_k=5)
+    b = fx.sigmoid_cross_entropy(z, t)
+    return [float(a.loss), float(a.accuracy), float(a.top_k_accuracy[5]),
+            float(b.loss), float(b.accuracy), float(b.exact_match)]
+
+
+@pytest.fixture
+def two_threads():
+    before = numba.get_num_threads()
+    numba.set_num_threads(2)
+    yield
+    numba.set_num_threads(before)
+
+
+def test_forked_child_computes(two_threads):
+    parent = _both()  # starts the engine's worker threads in this process
+    ctx = mp.get_context("fork")
+    with warnings.catch_warnings():
+        # Python >= 3.12 warns that forking a multi-threaded process may deadlock: that is
+        # exactly the situation under test
+        warnings.simplefilter("ignore", DeprecationWarning)
+        with ctx.Pool(1) as pool:
+            child = pool.apply_async(_both).get(timeout=60)  # hung before the fix
+    assert child == parent
+    assert _both() == parent  # and the parent's pool still works
