@@ -92,7 +92,13 @@ def bench_dask(repeat, quick):
         want = fx.evaluate(z, y)
         got = fxd.evaluate(dz, dy)  # warm-up (JIT cache load on the workers)
         assert float(got.loss) == float(want.loss) and int(got.count) == n
-        t_cluster = best(lambda: fxd.evaluate(dz, dy), repeat)
+        t_cluster = float("inf")
+        for _ in range(repeat):
+            # the scheduler keeps a finished result for a moment after the client lets it
+            # go, and the same graph asked again at once is answered from it (11 ms against
+            # ~200 ms): let it forget first
+            time.sleep(1.0)
+            t_cluster = min(t_cluster, best(lambda: fxd.evaluate(dz, dy), 1))
         nworkers = len(client.scheduler_info()["workers"])
     gb = z.nbytes / 1e9
     print(f"   single process fx.evaluate (2 Numba threads): {t_single * 1e3:8.1f} ms "
