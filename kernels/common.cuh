@@ -13,8 +13,11 @@
 //   5. per-row accounting shared by the softmax and sigmoid kernels
 #pragma once
 
+// NVRTC (what CuPy compiles with at run time) has no <math.h>: no INFINITY, no NAN. Build
+// them from their bits (tests/test_nvrtc.py compiles the sources under NVRTC).
 #define FX_INF (__int_as_float(0x7f800000))
 #define FX_DINF (__longlong_as_double(0x7ff0000000000000LL))
+#define FX_DNAN (__longlong_as_double(0x7ff8000000000000LL))
 #define FX_LLMAX 0x7fffffffffffffffLL
 
 // ------------------------------------------------------------------------------------------
@@ -174,9 +177,14 @@ __device__ __forceinline__ long long warp_sum_ll(long long v) {
 }
 
 // Block-reduce NV int64 values per thread and atomically add the block totals into dst[i]
-// (skipping zeros). `smem` holds at least NV * 32 int64. All threads must call it.
+// (skipping zeros). Entries from `first_limb` on are exact-sum limbs: a block total goes in as
+// its low 32 bits into dst[i] and the rest (arithmetic shift) into dst[i] + 1, the next limb,
+// so that a global limb receives less than 2 * 2^32 per block whatever the row count (one
+// block's chunk total can reach rows * 2^32: added whole, ~2^31 rows in one call overflowed).
+// `smem` holds at least NV * 32 int64. All threads must call it.
 template <int NV>
-__device__ void block_flush(const long long (&v)[NV], long long* const (&dst)[NV], long long* smem) {
+__device__ void block_flush(const long long (&v)[NV], long long* const (&dst)[NV], long long* smem,
+                            int first_limb) {
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = (blockDim.x + 31) >> 5;
     __syncthreads();
 #pragma unroll
@@ -188,7 +196,14 @@ __device__ void block_flush(const long long (&v)[NV], long long* const (&dst)[NV
     for (int i = threadIdx.x; i < NV; i += blockDim.x) {
         long long s = 0;
         for (int w = 0; w < nw; ++w) s += smem[i * 32 + w];   // fixed order (integers anyway)
-        if (s != 0 && dst[i] != nullptr) atomicAdd((unsigned long long*)dst[i], (unsigned long long)s);
+        if (s == 0 || dst[i] == nullptr) continue;
+        if (i < first_limb) {
+            atomicAdd((unsigned long long*)dst[i], (unsigned long long)s);
+        } else {
+            const long long lo = s & 0xffffffffLL, hi = s >> 32;
+            if (lo != 0) atomicAdd((unsigned long long*)dst[i], (unsigned long long)lo);
+            if (hi != 0) atomicAdd((unsigned long long*)(dst[i] + 1), (unsigned long long)hi);
+        }
     }
     __syncthreads();
 }
@@ -256,8 +271,9 @@ struct Tally {
             acc[X_SW % NXQ].add(sw, exact + X_SW * FX_NLIMBS);
             if (cat) acc[X_CAT % NXQ].add(sw, exact + X_CAT * FX_NLIMBS);
             if (has_elem) {
-                // sw_i * elem_correct_i / C, rounded once in float64 (mirrors the CPU engine)
-                acc[X_ELEM % NXQ].add(sw * (double)n_elem / (double)C, exact + X_ELEM * FX_NLIMBS);
+                // sw_i * (elem_correct_i / C) in float64, in the CPU engine's order (the exact
+                // sums then agree bit for bit; (sw * n) / C rounds differently for ~1/4 of rows)
+                acc[X_ELEM % NXQ].add(sw * ((double)n_elem / (double)C), exact + X_ELEM * FX_NLIMBS);
                 if (n_elem == C) acc[X_EXACT % NXQ].add(sw, exact + X_EXACT * FX_NLIMBS);
             }
 #pragma unroll
@@ -284,7 +300,7 @@ struct Tally {
                 // chunk k of the 2^-83 fixed point is state limb 31 + k (1075 - 83 = 31 * 32)
                 dst[i] = (q < X_NX + K) ? exact + (long long)q * FX_NLIMBS + 31 + k : nullptr;
             }
-        block_flush<NV>(v, dst, smem);
+        block_flush<NV>(v, dst, smem, S_NCOUNTS + FX_MAXK);
     }
 };
 

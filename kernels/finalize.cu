@@ -67,7 +67,7 @@ __device__ void to_dd(const Norm& n, double& dh, double& dl) {
 // correctly rounded (but see the header) num / den; State.ratio() semantics:
 // 0/0 -> NaN, x/0 -> copysign(inf, x), overflow -> +-inf
 __device__ double ratio(const Norm& a, const Norm& b) {
-    if (b.sign == 0) return a.sign == 0 ? (double)NAN : (a.sign > 0 ? FX_DINF : -FX_DINF);
+    if (b.sign == 0) return a.sign == 0 ? FX_DNAN : (a.sign > 0 ? FX_DINF : -FX_DINF);
     if (a.sign == 0) return 0.0 * (double)b.sign;
     double ah, al, bh, bl;
     to_dd(a, ah, al); to_dd(b, bh, bl);
@@ -107,21 +107,21 @@ extern "C" __global__ void fx_finalize(
         const long long nan = counts[S_NANLOSS], pinf = counts[S_POSINF], ninf = counts[S_NEGINF];
         const Norm s_loss = norm_limbs(exact + X_LOSS * FX_NLIMBS, 1075);
         double loss_sum;
-        if (nan || (pinf && ninf)) loss_sum = NAN;
+        if (nan || (pinf && ninf)) loss_sum = FX_DNAN;
         else if (pinf || ninf) loss_sum = pinf ? FX_DINF : -FX_DINF;
         else loss_sum = ratio(s_loss, norm_ll(1));                      // S_loss / 2^1075
         // den_loss = S_w (weighted) or n * 2^1075
         const Norm den = weighted ? norm_limbs(exact + X_W * FX_NLIMBS, 1075) : norm_ll(n);
         double loss_mean;
         if (isfinite(loss_sum)) loss_mean = ratio(s_loss, den);
-        else if (isnan(loss_sum) || den.sign == 0) loss_mean = NAN;
+        else if (isnan(loss_sum) || den.sign == 0) loss_mean = FX_DNAN;
         else loss_mean = den.sign > 0 ? loss_sum : -loss_sum;
-        if (n == 0) loss_mean = NAN;
+        if (n == 0) loss_mean = FX_DNAN;
         out[0] = reduction == 1 ? loss_sum : loss_mean;
     } else if (t < 4 + K) {
         // cat (1), elem (2), exact (3), topk (4 + j)
         double v;
-        if (n == 0) v = NAN;
+        if (n == 0) v = FX_DNAN;
         else if (sample_weighted) {
             const int q = t == 1 ? X_CAT : t == 2 ? X_ELEM : t == 3 ? X_EXACT : X_TOPK + (t - 4);
             v = ratio(norm_limbs(exact + (long long)q * FX_NLIMBS, 1075), norm_limbs(exact + X_SW * FX_NLIMBS, 1075));

@@ -127,7 +127,7 @@ sigmoid_xent(
             } else {
                 CT p = x;
                 if (ceps > (CT)0) p = p < ceps ? ceps : (p > c1meps ? c1meps : p);   // NaN stays NaN
-                CT lp = fx_log(p), l1p = fx_log((CT)1 - p);
+                CT lp = fx_log(p), l1p = fx_log1p(-p);   // log(1 - p) loses small p (CPU: log1p too)
                 lp = lp < cfloor ? cfloor : lp; l1p = l1p < cfloor ? cfloor : l1p;
                 e = -((ca != (CT)0 ? ca * lp : (CT)0) + (cb != (CT)0 ? cb * l1p : (CT)0));
                 if (x != x) e = x;
@@ -148,7 +148,7 @@ sigmoid_xent(
         if (lead) {
             const bool bad = a.n_bad != 0;
             double loss = (double)a.e / (double)C;                     // float64 divide, as the CPU engine
-            if (a.nan || bad) loss = NAN;
+            if (a.nan || bad) loss = FX_DNAN;
             if (bad) atomicMax(first_bad, FX_LLMAX - i);   // see softmax_xent.cu
             const double s_w = SW ? __ldg(sw + i) : 1.0;
             const double loss_val = s_w * loss;

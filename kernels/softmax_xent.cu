@@ -68,7 +68,8 @@ enum {
 // pass-1 partial of one group member
 template <typename CT, bool DENSE>
 struct P1 {
-    CT m, s;                 // online max / scaled sum (probabilities with renorm: s = sum p)
+    CT m, s, neq;            // online max, sum of exp(x - m) over the terms below m, and the
+                             // count of terms equal to m (probabilities with renorm: s = sum p)
     CT av; long long ai;     // first argmax of z (NaN excluded)
     int nan;                 // any NaN logit
     long long rank;          // sparse top-k rank partial
@@ -79,11 +80,12 @@ struct P1 {
     long long n_one, n_nonbin, n_bad, n_elem;
 
     __device__ void init() {
-        m = -(CT)FX_INF; s = 0; av = -(CT)FX_INF; ai = -1; nan = 0; rank = 0;
+        m = -(CT)FX_INF; s = 0; neq = 0; av = -(CT)FX_INF; ai = -1; nan = 0; rank = 0;
         tv = -(CT)FX_INF; ti = -1; tsum = 0; cwsel = 0; n_one = n_nonbin = n_bad = n_elem = 0;
     }
     __device__ void shfl_from(const P1& o, int x) {
-        m = shfl_x(o.m, x); s = shfl_x(o.s, x); av = shfl_x(o.av, x); ai = shfl_x(o.ai, x);
+        m = shfl_x(o.m, x); s = shfl_x(o.s, x); neq = shfl_x(o.neq, x);
+        av = shfl_x(o.av, x); ai = shfl_x(o.ai, x);
         nan = shfl_x(o.nan, x); rank = shfl_x(o.rank, x);
         if (DENSE) {
             tv = shfl_x(o.tv, x); ti = shfl_x(o.ti, x); tsum = shfl_x(o.tsum, x); cwsel = shfl_x(o.cwsel, x);
@@ -94,10 +96,13 @@ struct P1 {
     // commutative: both butterfly partners compute bit-identical results
     __device__ void merge(const P1& o, bool logits) {
         if (logits) {
+            // a partial whose max is below the merged one turns its maxima into ordinary
+            // terms: (s + neq) exp(m - mn), neq 0 (exp(-inf) = 0 for an all -inf partial)
             const CT mn = m > o.m ? m : o.m;
-            const CT a = (m == -(CT)FX_INF) ? (CT)0 : s * fx_exp(m - mn);
-            const CT b = (o.m == -(CT)FX_INF) ? (CT)0 : o.s * fx_exp(o.m - mn);
-            m = mn; s = a + b;
+            const CT a = (m == mn) ? s : (s + neq) * fx_exp(m - mn);
+            const CT b = (o.m == mn) ? o.s : (o.s + o.neq) * fx_exp(o.m - mn);
+            const CT na = (m == mn) ? neq : (CT)0, nb = (o.m == mn) ? o.neq : (CT)0;
+            m = mn; s = a + b; neq = na + nb;
         } else {
             s = s + o.s;
         }
@@ -193,7 +198,8 @@ softmax_xent(
             else {
                 if (x > a.av || a.ai < 0) { a.av = x; a.ai = c; }
                 if (logits) {
-                    if (x > a.m) { a.s = a.s * fx_exp(a.m - x) + (CT)1; a.m = x; }   // exp(-inf) = 0
+                    if (x > a.m) { a.s = (a.s + a.neq) * fx_exp(a.m - x); a.neq = (CT)1; a.m = x; }
+                    else if (x == a.m) a.neq += (CT)1;              // exp(-inf) = 0 above
                     else if (x > -(CT)FX_INF) a.s += fx_exp(x - a.m);
                 } else if (renorm) {
                     a.s += x;
@@ -215,7 +221,9 @@ softmax_xent(
 
         if (DENSE) { y = a.ti; bad = a.n_bad != 0; if (!bad) zy = (CT)Tr<T>::ld(row + y * zs1); }
         const bool nanrow = a.nan != 0;
-        const CT log_s = logits ? fx_log(a.s) : (CT)0;   // probabilities: a.s = row sum (renorm)
+        // log(neq + s) as log1p(s + (neq - 1)), as the CPU engine: with a unique max (neq = 1)
+        // a confident row's tiny s is not lost in 1 + s (probabilities: a.s = row sum, renorm)
+        const CT log_s = logits ? fx_log1p(a.s + (a.neq - (CT)1)) : (CT)0;
 
         // 2. pass 2: loss terms (and the dense top-k rank, which needs y)
         CT loss;
@@ -229,10 +237,11 @@ softmax_xent(
             const bool dk = DENSE && K > 0;
             for_cols<G>(row, C, zs1, rvec, [&](long long c, CT x) {
                 const CT t = DENSE ? LoadL<CT, L>::ld(lrow + c * ls1) : (CT)(c == y ? 1 : 0);
-                const CT ts = one_m_ls * t + lsC;
-                if (ts != (CT)0) {
-                    CT u = ts;
-                    if (cw_inside && cw != nullptr) u = ts * (CT)__ldg(cw + c);
+                // a_c = (1 - ls) t_c + ls / C, times cw_c inside the row (PyTorch); a class whose
+                // a_c is exactly 0 contributes 0, also with a -inf logit (as the CPU engine)
+                CT u = one_m_ls * t + lsC;
+                if (cw_inside && cw != nullptr) u *= (CT)__ldg(cw + c);
+                if (u != (CT)0) {
                     if (logits) b.b += u * ((a.m - x) + log_s);
                     else {
                         CT p = renorm ? x * inv : x;           // as the CPU engine: times 1/sum
@@ -246,7 +255,7 @@ softmax_xent(
             loss = logits ? b.b : -b.b;
             if (DENSE) rank = b.rank;
         }
-        if (nanrow || (logits && !(a.m > -(CT)FX_INF && a.m < (CT)FX_INF))) loss = (CT)NAN;
+        if (nanrow || (logits && !(a.m > -(CT)FX_INF && a.m < (CT)FX_INF))) loss = (CT)FX_DNAN;
         (void)ls;
 
         // 3. accounting (group leader only)
@@ -254,7 +263,7 @@ softmax_xent(
             const double s_w = SW ? __ldg(sw + i) : 1.0;
             double w = s_w, den = s_w;
             if (bad) {
-                loss = (CT)NAN;
+                loss = (CT)FX_DNAN;
                 atomicMax(first_bad, FX_LLMAX - i);        // max of LLONG_MAX - row = min row
             } else if (cw != nullptr) {
                 const double cwy = DENSE ? a.cwsel : __ldg(cw + y);
