@@ -93,26 +93,28 @@ def softmax_run(logits, labels, *, from_logits=True, label_smoothing=0.0, class_
     ks = V.check_top_k(top_k, C)
     xp = engine.xp
     n = math.prod(rows_shape)
-    z = _asarray(engine, logits)
-    y = _asarray(engine, labels)
-    z2 = z.reshape(n, C)
-    if sparse:
-        y2 = y.reshape(n)
-    else:
-        y2 = y.reshape(n, C)
-        if V.is_integer_dtype(ydt):
-            y2 = y2.astype(xp.float32)
-    sw = V.check_weight("sample_weight", sample_weight, n, xp, validate, rows_shape)
-    cw = V.check_weight("class_weight", class_weight, C, xp, validate)
-    f64 = ldt == "float64"
-    side = V.logit_threshold(0.5) if from_logits else 0.5
-    opts = SoftmaxOptions(
-        dense=not sparse, from_logits=from_logits, label_smoothing=ls, eps=_eps(f64, eps),
-        renormalize=bool(renormalize), class_weight=cw, cw_inside=bool(cw_inside),
-        sample_weight=sw, ignore_index=ignore_index, ks=ks, topk_any_tie=bool(topk_any_tie),
-        thr=V.round_down(side, f64), want_rows=bool(want_rows),
-    )
-    with engine.call_context(logits):  # the caller's device and stream (torch CUDA tensors)
+    # the caller's device and stream (torch CUDA tensors) from the first device operation
+    # on: conversions, casts, weight checks and the launch all run on that one stream
+    with engine.call_context(logits):
+        z = _asarray(engine, logits)
+        y = _asarray(engine, labels)
+        z2 = z.reshape(n, C)
+        if sparse:
+            y2 = y.reshape(n)
+        else:
+            y2 = y.reshape(n, C)
+            if V.is_integer_dtype(ydt):
+                y2 = y2.astype(xp.float32)
+        sw = V.check_weight("sample_weight", sample_weight, n, xp, validate, rows_shape)
+        cw = V.check_weight("class_weight", class_weight, C, xp, validate)
+        f64 = ldt == "float64"
+        side = V.logit_threshold(0.5) if from_logits else 0.5
+        opts = SoftmaxOptions(
+            dense=not sparse, from_logits=from_logits, label_smoothing=ls, eps=_eps(f64, eps),
+            renormalize=bool(renormalize), class_weight=cw, cw_inside=bool(cw_inside),
+            sample_weight=sw, ignore_index=ignore_index, ks=ks, topk_any_tie=bool(topk_any_tie),
+            thr=V.round_down(side, f64), want_rows=bool(want_rows),
+        )
         part = engine.softmax_xent(z2, y2, opts)
         bad = engine.first_bad(part) if validate else -1
         if bad >= 0:
@@ -158,21 +160,23 @@ def sigmoid_run(logits, targets, *, from_logits=True, threshold=0.5, pos_weight=
     V.check_label_dtype("targets", targets, tdt, sparse=False)
     xp = engine.xp
     n = math.prod(rows_shape)
-    z2 = _asarray(engine, logits).reshape(n, C)
-    t2 = _asarray(engine, targets).reshape(n, C)
-    if V.is_integer_dtype(tdt):
-        t2 = t2.astype(xp.float32)
-    sw = V.check_weight("sample_weight", sample_weight, n, xp, validate, rows_shape)
-    pw = V.check_weight("pos_weight", pos_weight, C, xp, validate)
-    colw = V.check_weight("weight", col_weight, C, xp, validate)
-    f64 = ldt == "float64"
-    cut = V.logit_threshold(thr) if from_logits else thr
-    opts = SigmoidOptions(
-        from_logits=from_logits, label_smoothing=ls, eps=_eps(f64, eps),
-        log_floor=float(log_floor), pos_weight=pw, col_weight=colw, sample_weight=sw,
-        thr=V.round_down(cut, f64), want_rows=bool(want_rows), want_cat=bool(want_cat),
-    )
+    # the caller's device and stream (torch CUDA tensors) from the first device operation
+    # on: conversions, casts, weight checks and the launch all run on that one stream
     with engine.call_context(logits):
+        z2 = _asarray(engine, logits).reshape(n, C)
+        t2 = _asarray(engine, targets).reshape(n, C)
+        if V.is_integer_dtype(tdt):
+            t2 = t2.astype(xp.float32)
+        sw = V.check_weight("sample_weight", sample_weight, n, xp, validate, rows_shape)
+        pw = V.check_weight("pos_weight", pos_weight, C, xp, validate)
+        colw = V.check_weight("weight", col_weight, C, xp, validate)
+        f64 = ldt == "float64"
+        cut = V.logit_threshold(thr) if from_logits else thr
+        opts = SigmoidOptions(
+            from_logits=from_logits, label_smoothing=ls, eps=_eps(f64, eps),
+            log_floor=float(log_floor), pos_weight=pw, col_weight=colw, sample_weight=sw,
+            thr=V.round_down(cut, f64), want_rows=bool(want_rows), want_cat=bool(want_cat),
+        )
         part = engine.sigmoid_xent(z2, t2, opts)
         bad = engine.first_bad(part) if validate else -1
         if bad >= 0:

@@ -75,9 +75,13 @@ def _movedim_class_last(engine, x, ndim):
     return engine.xp.moveaxis(a, 1, -1) if ndim >= 3 else a
 
 
-def _reduced(run, reduction):
+def _reduced(run, reduction, then=None):
+    """The run's reduced loss (an engine array), computed on the run's device and stream, with
+    ``then(loss)`` (PyTorch's rescaling) applied there too."""
     eng = run.engine
-    return eng.finalize(run.state, "sum" if reduction == "sum" else "mean")["loss"]
+    with eng.call_context(run.like):
+        loss = eng.finalize(run.state, "sum" if reduction == "sum" else "mean")["loss"]
+        return loss if then is None else then(loss)
 
 
 # ----------------------------------------------------------------------------- cross_entropy
@@ -225,8 +229,8 @@ def _bce(x, t, weight, pos_weight, reduction, *, from_logits, name):
             z, y, from_logits=from_logits, pos_weight=pw, sample_weight=row_w,
             col_weight=col_w, eps=0.0 if not from_logits else None,
             log_floor=-100.0 if not from_logits else -math.inf)
-        s = engine.finalize(run.state, "sum")["loss"]
-        out = s * C if reduction == "sum" else (s / N if N else s * math.nan)
+        out = _reduced(run, "sum", lambda s: s * C if reduction == "sum"
+                       else (s / N if N else s * math.nan))
         return _to_caller(engine, out, x)
 
     # element-wise layout: (numel, 1), one row per element, per-element weights as sample
@@ -261,8 +265,8 @@ def _bce(x, t, weight, pos_weight, reduction, *, from_logits, name):
     if reduction == "none":
         out = run.partial.row_loss.reshape(xs)
     else:
-        s = engine.finalize(run.state, "sum")["loss"]
-        out = s if reduction == "sum" else (s / numel if numel else s * math.nan)
+        out = _reduced(run, "sum", lambda s: s if reduction == "sum"
+                       else (s / numel if numel else s * math.nan))
     return _to_caller(engine, out, x)
 
 
