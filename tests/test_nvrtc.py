@@ -29,7 +29,10 @@ def _libnvrtc():
         for pattern in ("cu*/lib/libnvrtc.so*", "cuda_nvrtc/lib/libnvrtc.so*"):
             for path in sorted(glob.glob(os.path.join(root, pattern)), reverse=True):
                 if "builtins" not in path:
-                    return ctypes.CDLL(path)
+                    try:
+                        return ctypes.CDLL(path)
+                    except OSError:  # a broken or foreign install: skip, do not fail collection
+                        return None
     return None
 
 
