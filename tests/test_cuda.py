@@ -277,9 +277,9 @@ def test_sigmoid_matches_cpu(n, C, dtype, case):
     if case == "probs":
         z = rng.random((n, C)).astype(dtype)
         kw = dict(from_logits=False, log_floor=-100.0, thr=0.5)
-    opts = SigmoidOptions(want_rows=True, **kw)
-    cpu = numba_cpu.sigmoid_xent(z, t, opts, want_cat=True)
-    gpu = cupy_cuda.sigmoid_xent(to_dev(z), to_dev(t), dev_opts(opts), want_cat=True)
+    opts = SigmoidOptions(want_rows=True, want_cat=True, **kw)
+    cpu = numba_cpu.sigmoid_xent(z, t, opts)
+    gpu = cupy_cuda.sigmoid_xent(to_dev(z), to_dev(t), dev_opts(opts))
     cdt = np.float64 if np.dtype(dtype) == np.float64 else np.float32
     sw = opts.sample_weight is not None
     compare(cpu, gpu, "sigmoid", C, (), sw, sw, cdt)

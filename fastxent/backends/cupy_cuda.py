@@ -288,7 +288,7 @@ def softmax_xent(logits, labels, opts: SoftmaxOptions) -> Partial:
     return Partial(counts, exact, row_loss, row_correct, None, row_hits, fb)
 
 
-def sigmoid_xent(logits, targets, opts: SigmoidOptions, want_cat: bool = False) -> Partial:
+def sigmoid_xent(logits, targets, opts: SigmoidOptions) -> Partial:
     """Sigmoid cross-entropy + element / exact-match accuracy of CuPy ``logits`` (N, C)."""
     n, C = (int(d) for d in logits.shape)
     _, counts, exact, fb, ticket = _state_buffer(S.NCOUNTS, S.NX)
@@ -314,7 +314,7 @@ def sigmoid_xent(logits, targets, opts: SigmoidOptions, want_cat: bool = False) 
     kern = M.get_function("sigmoid_xent.cu", name)
     flags = ((F_FROM_LOGITS if opts.from_logits else 0) | (F_WANT_ROWS if opts.want_rows else 0)
              | (F_WEIGHTED if has_sw else 0) | (F_VEC if _vec_ok(logits) else 0)
-             | (F_WANT_CAT if want_cat else 0))
+             | (F_WANT_CAT if opts.want_cat else 0))
     blocks, threads = _grid(n, group)
     kern((blocks,), (threads,), (
         # data ptrs
