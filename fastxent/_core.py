@@ -105,8 +105,10 @@ def softmax_run(logits, labels, *, from_logits=True, label_smoothing=0.0, class_
             y2 = y.reshape(n, C)
             if V.is_integer_dtype(ydt):
                 y2 = y2.astype(xp.float32)
-        sw = V.check_weight("sample_weight", sample_weight, n, xp, validate, rows_shape)
-        cw = V.check_weight("class_weight", class_weight, C, xp, validate)
+        # weights in the engine's library (torch / JAX GPU weights through DLPack)
+        sw = V.check_weight("sample_weight", _asarray(engine, sample_weight), n, xp, validate,
+                            rows_shape)
+        cw = V.check_weight("class_weight", _asarray(engine, class_weight), C, xp, validate)
         f64 = ldt == "float64"
         side = V.logit_threshold(0.5) if from_logits else 0.5
         opts = SoftmaxOptions(
@@ -167,9 +169,10 @@ def sigmoid_run(logits, targets, *, from_logits=True, threshold=0.5, pos_weight=
         t2 = _asarray(engine, targets).reshape(n, C)
         if V.is_integer_dtype(tdt):
             t2 = t2.astype(xp.float32)
-        sw = V.check_weight("sample_weight", sample_weight, n, xp, validate, rows_shape)
-        pw = V.check_weight("pos_weight", pos_weight, C, xp, validate)
-        colw = V.check_weight("weight", col_weight, C, xp, validate)
+        sw = V.check_weight("sample_weight", _asarray(engine, sample_weight), n, xp, validate,
+                            rows_shape)
+        pw = V.check_weight("pos_weight", _asarray(engine, pos_weight), C, xp, validate)
+        colw = V.check_weight("weight", _asarray(engine, col_weight), C, xp, validate)
         f64 = ldt == "float64"
         cut = V.logit_threshold(thr) if from_logits else thr
         opts = SigmoidOptions(

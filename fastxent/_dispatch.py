@@ -92,7 +92,7 @@ def engine_for(*arrays: Any, names: tuple[str, ...] = ()):
             f"live on the same device; move {hn} there first (e.g. cupy.asarray / .cuda())"
         )
     if dev:
-        devices = {_device_id(a) for _, a in dev}
+        devices = {d for d in (_device_id(a) for _, a in dev) if d is not None}
         if len(devices) > 1:
             raise TypeError(
                 "inputs live on different GPUs ("
@@ -107,7 +107,13 @@ def engine_for(*arrays: Any, names: tuple[str, ...] = ()):
     return get_backend("numba")
 
 
+_DL_CUDA = 2  # DLPack's kDLCUDA
+
+
 def _device_id(x: Any):
+    """("cuda", ordinal) of a device array, in one form whatever its library (so that torch,
+    CuPy and DLPack producers on one GPU compare equal), or None when unknown (an object with
+    only ``__cuda_array_interface__``): unknown devices are not compared."""
     lib = library(x)
     if lib == "torch":
         return ("cuda", x.device.index)
@@ -116,10 +122,11 @@ def _device_id(x: Any):
     dl = getattr(x, "__dlpack_device__", None)
     if dl is not None:
         try:
-            return tuple(dl())
-        except Exception:  # pragma: no cover
+            kind, index = dl()
+            return ("cuda", int(index)) if int(kind) == _DL_CUDA else (int(kind), int(index))
+        except Exception:  # pragma: no cover - foreign objects
             pass
-    return ("cuda", None)
+    return None
 
 
 _NP_NAMES: dict = {}  # np.dtype -> name (np.dtype.name is computed in Python, ~5 us a call)

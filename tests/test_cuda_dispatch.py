@@ -132,6 +132,30 @@ def test_mixed_host_and_device_inputs_raise_type_error_naming_both():
     assert "FakeDeviceArray" in msg and "numpy" in msg, msg
 
 
+class FakeDLPackArray(FakeDeviceArray):
+    """A stand-in DLPack producer (JAX-like): ``__dlpack_device__`` says (kDLCUDA=2, index)."""
+
+    def __init__(self, shape, dtype, index):
+        super().__init__(shape, dtype)
+        self._index = index
+
+    def __dlpack_device__(self):
+        return (2, self._index)
+
+
+def test_device_keys_compare_across_libraries(no_cupy):
+    """A DLPack producer and an interface-only object on GPU 0 are one device (they once gave
+    keys (2, 0) and ("cuda", None) and raised 'different GPUs'); two GPUs still raise."""
+    fx = _api()
+    z = FakeDLPackArray((4, 3), np.float32, 0)
+    with pytest.raises(ImportError, match=INSTALL_HINT):  # routed to the CUDA engine: no TypeError
+        fx.softmax_cross_entropy(z, FakeDeviceArray((4,), np.int64))
+    with pytest.raises(ImportError, match=INSTALL_HINT):
+        fx.softmax_cross_entropy(z, FakeDLPackArray((4,), np.int64, 0))
+    with pytest.raises(TypeError, match="different GPUs"):
+        fx.softmax_cross_entropy(z, FakeDLPackArray((4,), np.int64, 1))
+
+
 def test_import_fastxent_does_not_import_cupy_or_torch():
     import subprocess
 
@@ -183,7 +207,10 @@ int main() {
     ExactAcc acc; acc.zero();
     double v; long long n = 0;
     while (scanf("%lf", &v) == 1) { acc.add(v, exact); ++n; }
-    for (int k = 0; k < 4; ++k) exact[31 + k] += acc.c[k];     // the block flush, one thread
+    for (int k = 0; k < 4; ++k) {                               // block_flush's limb split
+        exact[31 + k] += acc.c[k] & 0xffffffffLL;
+        exact[32 + k] += acc.c[k] >> 32;
+    }
     unsigned int ticket = 0; long long fb = 0;
     last_block_epilogue(exact, 1, &fb, &ticket);
     for (int j = 0; j < FX_NLIMBS; ++j) printf("%lld ", exact[j]);

@@ -76,19 +76,26 @@ def _is_bf16(dtype) -> bool:
 def asarray(x):
     """A device array of any supported library as a ``cupy.ndarray``, without a copy.
 
-    CuPy arrays as they are; torch CUDA tensors and JAX GPU arrays through DLPack; anything
-    with ``__cuda_array_interface__`` through CuPy's interface import.
+    CuPy arrays as they are; torch CUDA tensors, JAX GPU arrays and other DLPack producers
+    through DLPack; anything else with ``__cuda_array_interface__`` through CuPy's interface
+    import. DLPack comes first: its import orders the producer's pending work before ours,
+    while JAX's ``__cuda_array_interface__`` names no stream (a freshly dispatched ``jit``
+    output read through it could still be being written).
     """
     if isinstance(x, cupy.ndarray):
         return x
     try:
         if TB.is_torch(x):
             return TB.to_cupy(x)
+        if hasattr(x, "__dlpack__"):
+            try:
+                return cupy.from_dlpack(x)
+            except (BufferError, TypeError, ValueError, RuntimeError):
+                if not hasattr(x, "__cuda_array_interface__"):
+                    raise
         if hasattr(x, "__cuda_array_interface__"):
             return cupy.asarray(x)
-        if hasattr(x, "__dlpack__"):
-            return cupy.from_dlpack(x)
-    except (TypeError, ValueError, RuntimeError) as exc:
+    except (BufferError, TypeError, ValueError, RuntimeError) as exc:
         if _is_bf16(getattr(x, "dtype", None)) or "bfloat16" in str(exc):
             raise TypeError(
                 "bfloat16 GPU arrays need CuPy >= 14 with ml_dtypes installed (pip install "
