@@ -81,7 +81,7 @@ def bench_dask(repeat, quick):
     chunk = 131_072
     print(f"\n2) Dask: {n:,} x {C} float32 ({n * C * 4 / 1e6:.0f} MB), row chunks of {chunk:,}")
     with LocalCluster(n_workers=2, processes=True, threads_per_worker=1, host="127.0.0.1",
-                      dashboard_address=None) as cluster, Client(cluster) as client:
+                      dashboard_address=":0") as cluster, Client(cluster) as client:
         rng = da.random.default_rng(1)  # generated on the workers, kept there
         dz = rng.standard_normal((n, C), chunks=(chunk, -1), dtype=np.float32).persist()
         dy = rng.integers(0, C, n, chunks=chunk).persist()

@@ -30,9 +30,12 @@ def assert_same(got, want):
 
 @pytest.fixture(scope="module")
 def client():
-    """Two worker processes on 127.0.0.1, one thread each, no dashboard."""
+    """Two worker processes on 127.0.0.1, one thread each. The scheduler's HTTP server binds
+    a free port (":0"): with dashboard_address=None it still tries 8787 and warns when that
+    is taken (a second cluster: another pytest-xdist worker running this module), and the
+    warning, an error under this suite's filterwarnings, failed the cluster's start."""
     cluster = distributed.LocalCluster(n_workers=2, processes=True, threads_per_worker=1,
-                                       host="127.0.0.1", dashboard_address=None)
+                                       host="127.0.0.1", dashboard_address=":0")
     c = distributed.Client(cluster)
     try:
         yield c
