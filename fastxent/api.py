@@ -23,6 +23,13 @@ _SIGMOID_ONLY = ("threshold", "pos_weight")
 _COMMON = ("from_logits", "label_smoothing", "sample_weight", "reduction", "validate")
 
 
+def label_stats(run: _core.Run) -> dict:
+    """The run's label statistics, read on its device and stream (a GPU run: one small
+    synchronising copy, ordered after the kernel that wrote them)."""
+    with run.engine.call_context(run.like):
+        return run.state.label_stats()
+
+
 def metrics_from_run(run: _core.Run, reduction: str) -> Metrics:
     """Turn a launch into :class:`Metrics` (reduced values stay on the engine's device)."""
     eng, like = run.engine, run.like
@@ -238,7 +245,7 @@ def evaluate(logits, labels, *, task="auto", **options) -> Metrics:
         run = _core.softmax_run(logits, labels, want_rows=reduction == "none",
                                 **{k: v for k, v in opts.items() if k != "reduction"})
         if not run.sparse:
-            st = run.state.label_stats()
+            st = label_stats(run)
             multi_hot = st["seen"] > 0 and st["binary"] == st["seen"] and st["sum1"] < st["seen"]
             if multi_hot:
                 sc = run.state.scalars()
@@ -266,7 +273,7 @@ def _warn_if_onehot(run, task):
     C = run.state.n_classes
     if C < 2:
         return
-    st = run.state.label_stats()
+    st = label_stats(run)
     if st["seen"] > 0 and st["onehot"] == st["seen"]:
         sc = run.state.scalars()
         warnings.warn(
@@ -296,7 +303,7 @@ def _evaluate_dense_auto(logits, labels, options, reduction):
         else:
             run = _core.sigmoid_run(logits, labels, want_rows=reduction == "none",
                                     task="multilabel", **kw)
-        st = run.state.label_stats()
+        st = label_stats(run)
         all_sum1 = st["sum1"] == st["seen"]
         if (task == "multiclass") == all_sum1 or attempt == 1:
             return metrics_from_run(run, reduction)

@@ -240,7 +240,8 @@ class Evaluator:
                 raise type(exc)(f"{exc} [row numbers are within this batch; the batch starts "
                                 f"at stream row {self._rows}]") from exc
             raise
-        self._absorb(run, task)
+        with run.engine.call_context(run.like):  # the state's arithmetic on the batch's stream
+            self._absorb(run, task)
         self._rows += n_rows
         self._updates += 1
 
@@ -329,7 +330,9 @@ class Evaluator:
             else:
                 run = _core.sigmoid_run(logits, labels, sample_weight=sample_weight,
                                         want_cat=True, task="multilabel", **opts)
-            st = run.state.label_stats()
+            from .api import label_stats
+
+            st = label_stats(run)
             fits = (task == "multiclass") == (st["sum1"] == st["seen"])
             if not fits and deferred is not None:
                 raise deferred
@@ -503,10 +506,6 @@ class Evaluator:
                                 **self._options)
             raise ValueError("Evaluator.result() before any update(): no rows, and the task "
                              "and number of classes are unknown")
-        st = self.state()
-        if self._auto_dense and st.kind == "softmax":
-            self._check_auto_dense(st.counts)
-        self._warn_mismatch(st)
         from .api import metrics_from_run
 
         engine, like = self._engine, self._like
@@ -514,6 +513,11 @@ class Evaluator:
             from .backends import get_backend
 
             engine, like = get_backend("numba"), np.empty(0, dtype=np.float64)
+        with engine.call_context(like):  # the batches' device and (current) stream
+            st = self.state()
+            if self._auto_dense and st.kind == "softmax":
+                self._check_auto_dense(st.counts)
+            self._warn_mismatch(st)
         run = _core.Run(engine, like, (), st, None, self._form == "sparse")
         return metrics_from_run(run, self._reduction)
 
