@@ -39,7 +39,15 @@ def _asarray(engine, x):
         return x
     if not hasattr(x, "shape") or not hasattr(x, "dtype"):
         x = np.asarray(x)
+    if isinstance(x, np.ndarray):  # a weight given as a Python scalar or list (_plain): copy
+        return engine.xp.asarray(x)
     return engine.asarray(x)
+
+
+def _plain(x):
+    """None for a weight given as a plain Python number, list or tuple (it follows the
+    arrays to their device), else ``x`` (an array takes part in the device check)."""
+    return None if isinstance(x, (int, float, list, tuple)) else x
 
 
 def _user_array(x):
@@ -65,13 +73,13 @@ def softmax_run(logits, labels, *, from_logits=True, label_smoothing=0.0, class_
                 topk_any_tie=False, task="multiclass") -> Run:
     """Validate and launch the softmax kernel; raise for bad labels when ``validate``."""
     logits, labels = _user_array(logits), _user_array(labels)
+    engine = engine_for(logits, labels, _plain(class_weight), _plain(sample_weight),
+                        names=("logits", "labels", "class_weight", "sample_weight"))
     sample_weight, class_weight = _user_array(sample_weight), _user_array(class_weight)
     validate = V.check_flag("validate", validate)
     from_logits = V.check_flag("from_logits", from_logits)
     ls = V.check_unit("label_smoothing", label_smoothing)
     ignore_index = V.check_ignore_index(ignore_index)
-    engine = engine_for(logits, labels, class_weight, sample_weight,
-                        names=("logits", "labels", "class_weight", "sample_weight"))
     lshape, yshape = shape_of(logits), shape_of(labels)
     ldt, ydt = dtype_name(logits), dtype_name(labels)
     V.check_logits_dtype("logits", logits, ldt)
@@ -137,14 +145,15 @@ def sigmoid_run(logits, targets, *, from_logits=True, threshold=0.5, pos_weight=
                 task=None) -> Run:
     """Validate and launch the sigmoid kernel; raise for bad targets when ``validate``."""
     logits, targets = _user_array(logits), _user_array(targets)
+    engine = engine_for(logits, targets, _plain(pos_weight), _plain(sample_weight),
+                        _plain(col_weight),
+                        names=("logits", "targets", "pos_weight", "sample_weight", "weight"))
     sample_weight, pos_weight = _user_array(sample_weight), _user_array(pos_weight)
     col_weight = _user_array(col_weight)
     validate = V.check_flag("validate", validate)
     from_logits = V.check_flag("from_logits", from_logits)
     ls = V.check_unit("label_smoothing", label_smoothing)
     thr = V.check_unit("threshold", threshold)
-    engine = engine_for(logits, targets, pos_weight, sample_weight, col_weight,
-                        names=("logits", "targets", "pos_weight", "sample_weight", "weight"))
     lshape, tshape = shape_of(logits), shape_of(targets)
     ldt, tdt = dtype_name(logits), dtype_name(targets)
     V.check_logits_dtype("logits", logits, ldt)

@@ -156,6 +156,19 @@ def test_device_keys_compare_across_libraries(no_cupy):
         fx.softmax_cross_entropy(z, FakeDLPackArray((4,), np.int64, 1))
 
 
+def test_plain_python_weights_follow_device_inputs(no_cupy):
+    """A weight given as a Python number or list goes with GPU logits (it is copied to their
+    device), where it once raised "host and device mixed"; a NumPy array weight still does."""
+    fx = _api()
+    z, t = FakeDeviceArray((4, 3), np.float32), FakeDeviceArray((4, 3), np.float32)
+    with pytest.raises(ImportError, match=INSTALL_HINT):  # routed to the CUDA engine
+        fx.sigmoid_cross_entropy(z, t, pos_weight=2.0)
+    with pytest.raises(ImportError, match=INSTALL_HINT):
+        fx.softmax_cross_entropy(z, FakeDeviceArray((4,), np.int64), class_weight=[1, 2, 3])
+    with pytest.raises(TypeError, match="pos_weight"):
+        fx.sigmoid_cross_entropy(z, t, pos_weight=np.full(3, 2.0))
+
+
 def test_import_fastxent_does_not_import_cupy_or_torch():
     import subprocess
 
