@@ -477,6 +477,26 @@ def test_dense_one_hot_equals_sparse(lib, rng, dtype, label_dtype):
 # -- ignore_index / empty batches ----------------------------------------------------------------
 
 
+def test_dense_row_weight_is_float64_on_every_path(rng):
+    """With class weights, a one-hot dense row weighs sw * cw[y] exactly as the sparse row
+    does (the loss denominator's exact sum is bit for bit the sparse one), on the vectorised
+    path and on the slow path of a row with an inf logit alike; the vectorised path once
+    summed sum_c t_c cw_c in float32."""
+    from fastxent import _core
+    from fastxent import _state as S
+
+    N, C = 50, 7
+    z = rng.standard_normal((N, C)).astype(np.float32)
+    z[3, 2] = np.inf
+    y = rng.integers(0, C, N)
+    cw = np.array([0.1, 0.3, 0.7, 1.1, 2.3, 0.01, 5.5])  # not float32 values
+    sw = rng.random(N)
+    for kw in ({}, {"sample_weight": sw}):
+        sparse = _core.softmax_run(z, y, class_weight=cw, **kw).state.exact[S.X_W]
+        dense = _core.softmax_run(z, one_hot(y, C), class_weight=cw, **kw).state.exact[S.X_W]
+        np.testing.assert_array_equal(dense, sparse)
+
+
 @pytest.mark.parametrize("label_dtype", [np.int32, np.int64, np.int16])
 def test_all_ignored_batch(lib, rng, label_dtype):
     z = make_logits(rng, (11, 6), np.float32)

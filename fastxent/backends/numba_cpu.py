@@ -870,6 +870,15 @@ def _softmax_sparse_small(
     mark_done(ctr)
 
 
+@jit_inline
+def _dense_row_weight(tr, cw64):
+    """sum_c t_c cw_c of a dense label row, in float64."""
+    acc = 0.0
+    for c in range(tr.shape[0]):
+        acc += cw64[c] * np.float64(widen(tr, c))
+    return acc
+
+
 @jit_rows
 def _softmax_dense(
     # data
@@ -961,7 +970,6 @@ def _softmax_dense(
                     fb = i
                 loss = math.nan
                 nan_row = True
-                sct = 1.0
             elif chk == zero:
                 # 2. one vectorised pass: loss sums, tie count, element-wise side accuracy
                 neq = zero
@@ -1035,11 +1043,9 @@ def _softmax_dense(
                 nan_row = _has_nan(zr)
                 loss = _slow_softmax_loss(zr, tr, 0, True, ls, cw64, cw_inside,
                                           from_logits, renorm, eps)
-                sct = 0.0
                 for c in range(C):
                     v = widen(zr, c)
                     tv = cast_like(widen(tr, c), one)
-                    sct += cw64[c] * np.float64(tv)
                     er += one if (v == v and ((v > thrc) == (tv > half))) else zero
                 if not nan_row and zy == m:
                     correct = _first_index_of(zr, m) == ty
@@ -1051,7 +1057,9 @@ def _softmax_dense(
                 w = swi
                 wl = swi * loss
             else:
-                w = swi * np.float64(sct) if has_cw else swi
+                # w_i = sw_i sum_c t_c cw_c in float64 on every path (as the GPU); a bad label
+                # row keeps sw_i
+                w = swi * _dense_row_weight(tr, cw64) if (has_cw and not bad) else swi
                 wl = w * loss
             _accumulate_softmax_row(cnt, bn, wl, w, swi, correct, hits, ks, weighted, has_sw)
             cnt[ELEM] += np.int64(er)
