@@ -184,7 +184,14 @@ def from_numpy_like(arr: Any, like: Any) -> Any:
         arr = np.asarray(arr)
         return torch.from_numpy(arr if arr.flags.c_contiguous else arr.copy())
     if lib == "jax":
+        import jax
         import jax.numpy as jnp
 
-        return jnp.asarray(arr)
+        a = np.asarray(arr)
+        if jax.dtypes.canonicalize_dtype(a.dtype) != a.dtype:
+            # JAX without jax_enable_x64 holds no float64 / int64: jnp.asarray would round a
+            # reduced value to float32 and wrap a count past 2**31; the exact NumPy value is
+            # returned instead (README, "Results")
+            return a
+        return jnp.asarray(a)
     return arr

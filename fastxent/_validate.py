@@ -92,7 +92,14 @@ def check_unit(name: str, v: Any) -> float:
 def check_top_k(top_k: Any, C: int) -> tuple[int, ...]:
     if top_k is None:
         return ()
-    ks = [top_k] if isinstance(top_k, numbers.Integral) else list(top_k)
+    if isinstance(top_k, numbers.Integral):
+        ks = [top_k]
+    else:
+        try:
+            ks = list(top_k)
+        except TypeError:  # a float, say: not iterable
+            raise ValueError(f"top_k must be an int or a sequence of ints, got {top_k!r}; "
+                             f"e.g. top_k=5 or top_k=(1, 5)") from None
     out = []
     for k in ks:
         if not isinstance(k, numbers.Integral) or isinstance(k, bool):

@@ -169,6 +169,7 @@ CASES = [
     ("top_k-above-C", lambda lib: sm(lib, top_k=C + 1), ValueError, "top_k", False),
     ("top_k-list-bad", lambda lib: sm(lib, top_k=(1, 5, C + 1)), ValueError, "top_k", False),
     ("top_k-negative", lambda lib: sm(lib, top_k=-1), ValueError, "top_k", False),
+    ("top_k-float", lambda lib: sm(lib, top_k=2.0), ValueError, "top_k must be an int", False),
     ("threshold-above-1", lambda lib: sg(lib, threshold=1.5), ValueError, "threshold", False),
     ("threshold-negative", lambda lib: sg(lib, threshold=-0.1), ValueError, "threshold", False),
     ("threshold-nan", lambda lib: sg(lib, threshold=float("nan")), ValueError, "threshold",
