@@ -245,16 +245,9 @@ def evaluate(logits, labels, *, task="auto", **options) -> Metrics:
         run = _core.softmax_run(logits, labels, want_rows=reduction == "none",
                                 **{k: v for k, v in opts.items() if k != "reduction"})
         if not run.sparse:
-            st = label_stats(run)
-            multi_hot = st["seen"] > 0 and st["binary"] == st["seen"] and st["sum1"] < st["seen"]
-            if multi_hot:
-                sc = run.state.scalars()
-                warnings.warn(
-                    f"task='multiclass' but the labels are multi-hot (rows with more than one "
-                    f"positive): categorical accuracy {_fmt(sc['cat'])} scores one class per row, "
-                    f"while the multilabel element-wise accuracy is {_fmt(sc['elem'])} and the "
-                    f"exact-match accuracy {_fmt(sc['exact'])}; use task='multilabel' for "
-                    f"multilabel targets", TaskMismatchWarning, stacklevel=2)
+            text = _not_one_class_text(label_stats(run), run.state)
+            if text is not None:
+                warnings.warn(text, TaskMismatchWarning, stacklevel=2)
         return metrics_from_run(run, reduction)
 
     # binary / multilabel
@@ -267,6 +260,20 @@ def evaluate(logits, labels, *, task="auto", **options) -> Metrics:
                             task=task, **{k: v for k, v in opts.items() if k != "reduction"})
     _warn_if_onehot(run, task)
     return metrics_from_run(run, reduction)
+
+
+def _not_one_class_text(ls: dict, state) -> str | None:
+    """The warning for task='multiclass' on 0/1 label rows that are not all one class per row
+    (some with several positives, or none), or None. One text for evaluate and Evaluator."""
+    if not (ls["seen"] > 0 and ls["binary"] == ls["seen"] and ls["sum1"] < ls["seen"]):
+        return None
+    sc = state.scalars()
+    k = ls["seen"] - ls["sum1"]
+    return (f"task='multiclass' but {k} of the {ls['seen']} label rows are 0/1 rows without "
+            f"exactly one positive (multi-hot, or empty): categorical accuracy "
+            f"{_fmt(sc['cat'])} scores one class per row, while the multilabel element-wise "
+            f"accuracy is {_fmt(sc['elem'])} and the exact-match accuracy "
+            f"{_fmt(sc['exact'])}; use task='multilabel' for multilabel targets")
 
 
 def _warn_if_onehot(run, task):

@@ -528,15 +528,11 @@ class Evaluator:
         if st.kind == "softmax":
             if self._form != "dense":
                 return
-            ls = st.label_stats()
-            if ls["seen"] > 0 and ls["binary"] == ls["seen"] and ls["sum1"] < ls["seen"]:
-                sc = st.scalars()
-                warnings.warn(
-                    f"task='multiclass' but the labels are multi-hot (rows with more than one "
-                    f"positive): categorical accuracy {_fmt(sc['cat'])} scores one class per "
-                    f"row, while the multilabel element-wise accuracy is {_fmt(sc['elem'])} and "
-                    f"the exact-match accuracy {_fmt(sc['exact'])}; use task='multilabel' for "
-                    f"multilabel targets", TaskMismatchWarning, stacklevel=3)
+            from .api import _not_one_class_text
+
+            text = _not_one_class_text(st.label_stats(), st)
+            if text is not None:
+                warnings.warn(text, TaskMismatchWarning, stacklevel=3)
             return
         C = st.n_classes
         if C < 2:
