@@ -141,7 +141,7 @@ def stream_evaluate(logits, labels, *, task="auto", batch_rows=None, device="cpu
     Returns (Metrics, mismatch warning texts, info dict with rows, chunks, seconds, task).
     """
     from ._result import TaskMismatchWarning
-    from .evaluator import Evaluator
+    from .evaluator import AutoTaskChanged, Evaluator
 
     if logits.ndim == 0 or labels.ndim == 0:
         raise CliError(f"predictions {logits.shape} and labels {labels.shape} need a row axis")
@@ -159,27 +159,37 @@ def stream_evaluate(logits, labels, *, task="auto", batch_rows=None, device="cpu
             raise CliError(f"--batch-rows must be >= 1, got {batch_rows}")
         step = max(1, batch_rows // per)
     put = _device_put(device)
-    ev = Evaluator(task, **options)
-    rel = [_Releaser(logits), _Releaser(labels)]
-    bar = _progress(rows_total, progress)
     t0 = time.perf_counter()
-    chunks = 0
-    try:
-        for r0 in range(0, max(n0, 1), step):
-            r1 = min(n0, r0 + step)
-            ev.update(put(logits[r0:r1]), put(labels[r0:r1]))
-            for r in rel:
-                r.upto(r1)
-            chunks += 1
+
+    def run(task):
+        ev = Evaluator(task, **options)
+        rel = [_Releaser(logits), _Releaser(labels)]
+        bar = _progress(rows_total, progress)
+        chunks = 0
+        try:
+            for r0 in range(0, max(n0, 1), step):
+                r1 = min(n0, r0 + step)
+                ev.update(put(logits[r0:r1]), put(labels[r0:r1]))
+                for r in rel:
+                    r.upto(r1)
+                chunks += 1
+                if bar is not None:
+                    bar.update((r1 - r0) * per)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", TaskMismatchWarning)
+                m = ev.result()
+                m.as_dict()  # synchronise a GPU result inside the timing
+        finally:
             if bar is not None:
-                bar.update((r1 - r0) * per)
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", TaskMismatchWarning)
-            m = ev.result()
-            m.as_dict()  # synchronise a GPU result inside the timing
-    finally:
-        if bar is not None:
-            bar.close()
+                bar.close()
+        return m, caught, chunks
+
+    try:
+        m, caught, chunks = run(task)
+    except AutoTaskChanged:
+        # the first chunk's dense rows all summed to 1, later ones do not: on the whole file
+        # fx.evaluate decides multilabel, so the file is streamed again as that
+        m, caught, chunks = run("multilabel")
     seconds = time.perf_counter() - t0
     texts = []
     for w in caught:

@@ -86,6 +86,12 @@ def _jsonable_option(name: str, value: Any) -> Any:
     return arr.tolist()
 
 
+class AutoTaskChanged(ValueError):
+    """A stream with task='auto' that resolved 'multiclass' from dense rows that all summed
+    to 1 met rows that do not: on the whole data ``fx.evaluate`` decides 'multilabel'. The
+    command line catches it and streams the file again as multilabel."""
+
+
 class Evaluator:
     """Accumulate loss and accuracy over batches; mergeable, checkpointable, exact.
 
@@ -412,7 +418,7 @@ class Evaluator:
         c = counts.get() if not isinstance(counts, np.ndarray) else counts
         seen, sum1 = int(c[S.SEEN]), int(c[S.SUM1])
         if sum1 != seen:
-            raise ValueError(
+            raise AutoTaskChanged(
                 f"Evaluator(task='auto') resolved task 'multiclass' from the first batch (every "
                 f"dense label row summed to 1), but {seen - sum1} later row(s) do not sum to 1 "
                 f"(multi-hot or soft multilabel targets): on the whole data fx.evaluate would "

@@ -64,6 +64,26 @@ def test_npy_files_equal_in_memory(capsys, files):
         assert got["chunks"] == -(-z.shape[0] // int(batch))
 
 
+def test_multilabel_file_whose_first_chunk_is_one_hot(capsys, files, tmp_path):
+    """task auto on a file whose first chunk holds only one-hot rows and later chunks
+    multi-hot ones: the stream first resolves multiclass, then the file is streamed again as
+    multilabel, the task fx.evaluate decides on the whole data (it used to exit 1)."""
+    d, z, _, onehot = files
+    mh = onehot.copy()
+    mh[6000:, :3] = 1.0  # multi-hot from row 6000 on
+    np.save(tmp_path / "mh.npy", mh)
+    want = fx.evaluate(z, mh)
+    assert want.task == "multilabel"
+    for batch in ("1000", "100000"):
+        rc, out, _ = run_cli(capsys, "evaluate", str(d / "z.npy"), str(tmp_path / "mh.npy"),
+                             "--batch-rows", batch, "--json")
+        assert rc == 0
+        got = json.loads(out)
+        assert got["task"] == "multilabel" and got["task_source"] == "detected"
+        assert got["loss"] == float(want.loss) and got["accuracy"] == float(want.accuracy)
+        assert got["exact_match"] == float(want.exact_match)
+
+
 def test_npz_members_and_text_output(capsys, files):
     d, z, y, _ = files
     want = fx.evaluate(z, y, ignore_index=-100)
