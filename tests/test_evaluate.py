@@ -228,3 +228,19 @@ def test_no_warning_for_one_hot_auto_and_multiclass(lib):
         z, y)["accuracy"]
     _evaluate(lib, z, onehot, task="multiclass")
     _evaluate(lib, z, y, task="multiclass")
+
+
+def test_multiclass_warning_counts_rows_without_one_positive(rng):
+    """0/1 labels with an all-zero row (no multi-hot row at all): the warning says how many
+    rows lack exactly one positive and does not call them multi-hot rows; evaluate and the
+    Evaluator give the same text."""
+    z = rng.standard_normal((4, 3)).astype(np.float32)
+    t = np.array([[1, 0, 0], [0, 1, 0], [0, 0, 0], [0, 0, 1]], np.float32)
+    with pytest.warns(fx.TaskMismatchWarning, match=r"1 of the 4 label rows .* without "
+                                                    r"exactly one positive") as want:
+        fx.evaluate(z, t, task="multiclass")
+    ev = fx.Evaluator(task="multiclass")
+    ev.update(z, t)
+    with pytest.warns(fx.TaskMismatchWarning) as got:
+        ev.result()
+    assert str(got[0].message) == str(want[0].message)
