@@ -8,6 +8,7 @@ compatibility layers, :class:`fastxent.Evaluator` and :mod:`fastxent.dask` all c
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,7 +48,7 @@ def _asarray(engine, x):
 def _plain(x):
     """None for a weight given as a plain Python number, list or tuple (it follows the
     arrays to their device), else ``x`` (an array takes part in the device check)."""
-    return None if isinstance(x, (int, float, list, tuple)) else x
+    return None if isinstance(x, (numbers.Number, list, tuple)) else x
 
 
 def _user_array(x):

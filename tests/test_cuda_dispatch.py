@@ -163,6 +163,8 @@ def test_plain_python_weights_follow_device_inputs(no_cupy):
     z, t = FakeDeviceArray((4, 3), np.float32), FakeDeviceArray((4, 3), np.float32)
     with pytest.raises(ImportError, match=INSTALL_HINT):  # routed to the CUDA engine
         fx.sigmoid_cross_entropy(z, t, pos_weight=2.0)
+    with pytest.raises(ImportError, match=INSTALL_HINT):  # a NumPy scalar is a number too
+        fx.sigmoid_cross_entropy(z, t, pos_weight=np.float32(2.0))
     with pytest.raises(ImportError, match=INSTALL_HINT):
         fx.softmax_cross_entropy(z, FakeDeviceArray((4,), np.int64), class_weight=[1, 2, 3])
     with pytest.raises(TypeError, match="pos_weight"):
