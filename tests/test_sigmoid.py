@@ -313,3 +313,71 @@ def test_result_types(lib, rng, dtype):
     assert lib.to_numpy(m.correct).dtype == np.bool_
     m = fx.sigmoid_cross_entropy(lib.to_lib(z[:, 0]), lib.to_lib(t[:, 0]), reduction="none")
     assert m.task == "binary" and lib.to_numpy(m.loss).shape == (6,)
+
+
+def _ref_label_counts(t):
+    """(binary, onehot, sum1) row counts of targets t, float32 arithmetic as the kernel sees
+    them: binary = every value 0 or 1, onehot = binary with one 1, sum1 = |sum - 1| <= tol."""
+    from fastxent import config
+
+    t32 = t.astype(np.float32).astype(np.float64)
+    binary = np.all((t32 == 0.0) | (t32 == 1.0), axis=1)
+    onehot = binary & ((t32 == 1.0).sum(1) == 1)
+    sum1 = np.abs(t32.sum(1) - 1.0) <= config.SUM_TO_ONE_TOL
+    return int(binary.sum()), int(onehot.sum()), int(sum1.sum())
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("C", [33, 100, 1000])
+def test_sigmoid_label_statistics_near_zero_and_one(dtype, C):
+    """The large-C sigmoid kernel counts 0/1, one-hot and sum-to-one target rows from cheap
+    accumulators (one integer max, sum(t - t*t)); targets one float32 ulp away from 0 or 1,
+    -0.0, and predictions past 2**127 or infinite must still be counted exactly, and the loss
+    and element accuracy must not change."""
+    from fastxent import _state as S
+    from fastxent.backends import SigmoidOptions
+    from fastxent.backends import numba_cpu as E
+
+    rng = np.random.default_rng(C)
+    n = 48
+    z = rng.standard_normal((n, C)).astype(dtype) * 3
+    t = np.zeros((n, C))
+    hot = rng.integers(0, C, n)
+    t[np.arange(n), hot] = 1.0                        # one-hot rows ...
+    t[1::4] = (rng.random((len(t[1::4]), C)) < 0.3)   # ... multi-hot 0/1 rows ...
+    t[2] = 0.0                                        # ... an all-zero row
+    one_minus = float(np.nextafter(np.float32(1), np.float32(0)))
+    t[3, hot[3]] = one_minus                          # soft: 1 - 2**-24
+    t[6, (hot[6] + 1) % C] = 2.0 ** -149              # soft: the smallest float32 above 0
+    t[7, (hot[7] + 1) % C] = 1.0
+    t[7, (hot[7] + 2) % C] = one_minus                # 0/1 except one value
+    t[10] = np.where(t[10] == 0.0, -0.0, t[10])       # -0.0 is 0: still one-hot
+    t[11, hot[11]] = 0.5
+    t[11, (hot[11] + 1) % C] = 0.5                    # soft, sums to 1
+    z[14, 0] = dtype(3e38) if dtype == np.float32 else 1e300   # finite, past 2**127
+    z[15, 1] = np.inf                                 # not finite: the slow path
+    z[18, 2] = -np.inf
+    tt = t.astype(dtype)
+    p = E.sigmoid_xent(z, tt, SigmoidOptions(want_rows=True))
+    c = p.counts
+    assert (int(c[S.BINARY]), int(c[S.ONEHOT]), int(c[S.SUM1])) == _ref_label_counts(tt)
+    assert p.first_bad < 0
+    want = ref_rows_sigmoid(z, tt)
+    np.testing.assert_allclose(p.row_loss.astype(np.float64), want, rtol=2e-6, atol=0)
+    hits = ((z.astype(np.float64) > 0) == (tt > 0.5)).sum(1)
+    np.testing.assert_array_equal(np.rint(p.row_elem.astype(np.float64) * C), hits)
+    assert int(c[S.ELEM]) == int(hits.sum())
+    assert int(c[S.EXACT]) == int((hits == C).sum())
+
+
+def ref_rows_sigmoid(z, t):
+    """Per-row mean of max(x, 0) - t x + log1p(exp(-|x|)) in float64 (inf logits: the limit)."""
+    x = z.astype(np.float64)
+    t = t.astype(np.float64)
+    with np.errstate(invalid="ignore"):
+        ax = np.abs(x)
+        el = np.maximum(x, 0) - t * x + np.log1p(np.exp(-ax))
+        # x = +-inf: sp(x) terms are inf * coefficient or 0 (zero-coefficient rule)
+        el = np.where(np.isposinf(x), np.where(t == 1.0, 0.0, np.inf), el)
+        el = np.where(np.isneginf(x), np.where(t == 0.0, 0.0, np.inf), el)
+    return el.mean(1)

@@ -598,3 +598,53 @@ def test_dense_unnormalised_rows(lib, rng):
         check_softmax(lib, z, t, class_weight=cw, sample_weight=sw, reduction=reduction,
                       label_smoothing=0.1)
         check_softmax(lib, z, t, sample_weight=sw, reduction=reduction)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("C", [33, 1000])
+def test_dense_label_statistics_and_bad_rows(dtype, C):
+    """The dense softmax label pass runs on three accumulators (an unsigned max of the bits,
+    the sum, sum(t - t*t)) and exact tests only for rows that may be bad: one-hot, 0/1 and
+    sum-to-one counts, the label (first argmax of t) and the first bad row must equal the
+    exact definitions for targets one ulp from 0 or 1, -0.0, above 1, and rows whose
+    t - t*t terms cancel."""
+    from fastxent import _state as S
+    from fastxent import config
+    from fastxent.backends import SoftmaxOptions
+    from fastxent.backends import numba_cpu as E
+
+    rng = np.random.default_rng(C)
+    n = 40
+    z = rng.standard_normal((n, C)).astype(dtype) * 3
+    t = np.zeros((n, C))
+    hot = rng.integers(0, C - 9, n)
+    t[np.arange(n), hot] = 1.0
+    one_minus = float(np.nextafter(np.float32(1), np.float32(0)))
+    t[1, hot[1]] = one_minus                                  # soft
+    t[2, hot[2] + 1] = 2.0 ** -149                            # soft
+    t[3] = np.where(t[3] == 0.0, -0.0, t[3])                  # -0.0: still one-hot
+    t[4, hot[4] + 1] = 1.0                                    # two-hot 0/1
+    t[5, hot[5]] = 2.0
+    t[5, hot[5] + 1:hot[5] + 9] = 0.5                         # 2 - 4 + 8 * 0.25 = 0
+    t[6, hot[6] + 2] = 1.5                                    # above 1, later than the 1
+    t[7, hot[7]] = 0.5
+    t[7, hot[7] + 3] = 0.5                                    # sums to 1, label: first max
+    tt = t.astype(dtype)
+    p = E.softmax_xent(z, tt, SoftmaxOptions(dense=True, want_rows=True))
+    t64 = tt.astype(np.float32).astype(np.float64)
+    binary = np.all((t64 == 0.0) | (t64 == 1.0), axis=1)
+    onehot = binary & ((t64 == 1.0).sum(1) == 1)
+    sum1 = np.abs(t64.sum(1) - 1.0) <= config.SUM_TO_ONE_TOL
+    c = p.counts
+    assert (int(c[S.BINARY]), int(c[S.ONEHOT]), int(c[S.SUM1])) == \
+        (int(binary.sum()), int(onehot.sum()), int(sum1.sum()))
+    assert p.first_bad < 0
+    # correct = the first argmax of z is the first argmax of t
+    zz = z.astype(np.float64)
+    np.testing.assert_array_equal(p.row_correct, zz.argmax(1) == t64.argmax(1))
+    # a negative, NaN or infinite target makes its row bad (the first one is reported)
+    for bad in (-1e-30, np.nan, np.inf, -np.inf):
+        tb = tt.copy()
+        tb[9, 5] = bad
+        tb[13, 7] = bad
+        assert E.softmax_xent(z, tb, SoftmaxOptions(dense=True)).first_bad == 9

@@ -539,6 +539,147 @@ def _ov_finite_ok(acc):
         return lambda acc: acc == 0.0
 
 
+# A combined check for the sigmoid row loop: predictions finite and targets in [0, 1] in one
+# accumulator, ``acc = xt_init(one)``, ``acc = xt_acc(acc, x, t)``, ``xt_maybe_bad(acc)``.
+# float32: one unsigned int32 max over ``|x|``'s bits halved and ``t``'s bits, which stays at
+# or below the bits of 1.0 exactly when every t is in [+0, 1] and every |x| <= 2**127 (3 vector
+# ops and one register per element, against 7 ops and two registers for the exact tests). A
+# row that fails may still be fine (-0.0 targets, |x| above 2**127): the kernel then runs the
+# exact tests. float64: the exact tests.
+
+_ONE_BITS32 = np.int32(0x3F800000)
+
+
+@intrinsic
+def _umax32(typingctx, a, b):
+    """Unsigned max of two int32 bit patterns (vectorises to vpmaxud)."""
+    if a != types.int32 or b != types.int32:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.select(builder.icmp_unsigned(">", args[0], args[1]), args[0], args[1])
+
+    return types.int32(a, b), codegen
+
+
+@intrinsic
+def _f32_abs_bits_half(typingctx, x):
+    """The bits of |x| shifted right by one, as int32 (<= the bits of 1.0 iff |x| <= 2**127)."""
+    if x != types.float32:
+        return None
+
+    def codegen(context, builder, signature, args):
+        b = builder.and_(builder.bitcast(args[0], _I32), ir.Constant(_I32, 0x7FFFFFFF))
+        return builder.lshr(b, ir.Constant(_I32, 1))
+
+    return types.int32(x), codegen
+
+
+def xt_init(one):  # pragma: no cover
+    pass
+
+
+def xt_acc(acc, x, t):  # pragma: no cover
+    pass
+
+
+def xt_maybe_bad(acc):  # pragma: no cover
+    pass
+
+
+@overload(xt_init)
+def _ov_xt_init(one):
+    if one == types.float32:
+        return lambda one: np.int32(0)
+    if one == types.float64:
+        return lambda one: 0.0
+
+
+@overload(xt_acc)
+def _ov_xt_acc(acc, x, t):
+    if x == types.float32 and t == types.float32:
+        return lambda acc, x, t: _umax32(acc, _umax32(_f32_abs_bits_half(x), f32_as_i32(t)))
+    if x == types.float64 and t == types.float64:
+        return lambda acc, x, t: acc + nonfinite(x) + (0.0 if (t >= 0.0 and t <= 1.0) else 1.0)
+
+
+@overload(xt_maybe_bad)
+def _ov_xt_maybe_bad(acc):
+    if acc == types.int32:
+        return lambda acc: acc < np.int32(0) or acc > _ONE_BITS32
+    if acc == types.float64:
+        return lambda acc: acc != 0.0
+
+
+# The dense softmax label pass in one accumulator: ``acc = tb_init(one)``, ``acc = tb_acc(acc,
+# t)``, then ``tb_maybe_bad(acc)``; if False, every t is finite and >= +0, ``tb_max(acc)`` is
+# their max and ``tb_le_one(acc)`` says whether every t <= 1. float32: the unsigned max of the
+# bits (non-negative floats order as their bits; a sign bit, NaN or inf lands above the bits
+# of inf). float64: always "maybe bad", so the caller runs its exact tests.
+
+_INF_BITS32 = np.int32(0x7F800000)
+
+
+def tb_init(one):  # pragma: no cover
+    pass
+
+
+def tb_acc(acc, t):  # pragma: no cover
+    pass
+
+
+def tb_maybe_bad(acc):  # pragma: no cover
+    pass
+
+
+def tb_max(acc):  # pragma: no cover
+    pass
+
+
+def tb_le_one(acc):  # pragma: no cover
+    pass
+
+
+@overload(tb_init)
+def _ov_tb_init(one):
+    if one == types.float32:
+        return lambda one: np.int32(0)
+    if one == types.float64:
+        return lambda one: 0.0
+
+
+@overload(tb_acc)
+def _ov_tb_acc(acc, t):
+    if t == types.float32:
+        return lambda acc, t: _umax32(acc, f32_as_i32(t))
+    if t == types.float64:
+        return lambda acc, t: acc
+
+
+@overload(tb_maybe_bad)
+def _ov_tb_maybe_bad(acc):
+    if acc == types.int32:
+        return lambda acc: acc < np.int32(0) or acc >= _INF_BITS32
+    if acc == types.float64:
+        return lambda acc: True
+
+
+@overload(tb_max)
+def _ov_tb_max(acc):
+    if acc == types.int32:
+        return lambda acc: i32_as_f32(acc)
+    if acc == types.float64:
+        return lambda acc: acc
+
+
+@overload(tb_le_one)
+def _ov_tb_le_one(acc):
+    if acc == types.int32:
+        return lambda acc: acc <= _ONE_BITS32
+    if acc == types.float64:
+        return lambda acc: False
+
+
 # A max accumulator for a loop that does other work (``rowmax`` fused into another pass):
 # ``acc = max_init(one)``, ``acc = max_acc(acc, x)``, ``max_value(acc)``. float32: the int32
 # order-preserving keys (NaN above +inf, as ``rowmax``); float64: compare-and-select.

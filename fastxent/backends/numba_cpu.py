@@ -61,9 +61,6 @@ from ._numba_math import (
     f32_as_i32,
     f64_as_i64,
     fexp_nonpos,
-    finite_acc,
-    finite_init,
-    finite_ok,
     flog,
     flog1p,
     flog1p_unit,
@@ -78,7 +75,15 @@ from ._numba_math import (
     nonfinite,
     rowmax,
     rowmax_finite,
+    tb_acc,
+    tb_init,
+    tb_le_one,
+    tb_max,
+    tb_maybe_bad,
     widen,
+    xt_acc,
+    xt_init,
+    xt_maybe_bad,
 )
 
 NAME = "numba"
@@ -871,6 +876,26 @@ def _softmax_sparse_small(
 
 
 @jit_inline
+def _dense_label_checks(tr, one):
+    """Exact label pass of a dense softmax row: (max, negatives, non-finite values,
+    positives, values that are 0 or 1)."""
+    zero = one - one
+    tacc = max_init(one)
+    tneg = zero
+    tchk = zero
+    npos = zero
+    nbin = zero
+    for c in range(tr.shape[0]):
+        tv = cast_like(widen(tr, c), one)
+        tacc = max_acc(tacc, tv)
+        tneg += one if tv < zero else zero
+        tchk += nonfinite(tv)
+        npos += one if tv > zero else zero
+        nbin += one if (tv == zero or tv == one) else zero
+    return max_value(tacc), tneg, tchk, npos, nbin
+
+
+@jit_inline
 def _dense_row_weight(tr, cw64):
     """sum_c t_c cw_c of a dense label row, in float64."""
     acc = 0.0
@@ -905,6 +930,7 @@ def _softmax_dense(
     epsc = cast_like(eps, one)
     hi_clip = one - epsc
     thrc = cast_like(thr, one)
+    Cf = cast_like(np.int32(C), one)
     weighted = has_sw or has_cw
     need_sums = ls != 0.0 or has_cw
     sumcw = 0.0
@@ -941,22 +967,27 @@ def _softmax_dense(
                     v = widen(zr, c)
                     chk += nonfinite(v)
                     tot += v
-            tacc = max_init(one)
-            tneg = zero
-            tchk = zero
+            # the label pass in three accumulators (float32): an unsigned max of the bits
+            # (max, sign and finiteness at once), the sum, and sum(t - t*t), exactly 0 iff
+            # every t in [0, 1] is 0 or 1 (see _sigmoid); the exact tests only for a row
+            # that may be bad (a negative, -0.0, NaN or inf target; always for float64)
+            tb = tb_init(one)
             st = zero
-            npos = zero
-            nbin = zero
+            nb = zero
             for c in range(C):
                 tv = cast_like(widen(tr, c), one)
-                tacc = max_acc(tacc, tv)
-                tneg += one if tv < zero else zero
-                tchk += nonfinite(tv)
+                tb = tb_acc(tb, tv)
                 st += tv
-                npos += one if tv > zero else zero
-                nbin += one if (tv == zero or tv == one) else zero
+                nb += tv - tv * tv
+            if tb_maybe_bad(tb):
+                tmax, tneg, tchk, npos, nbin = _dense_label_checks(tr, one)
+            else:
+                tmax = tb_max(tb)
+                tneg = zero
+                tchk = zero
+                npos = st
+                nbin = Cf if (tb_le_one(tb) and nb == zero) else zero
             _count_label_stats(cnt, nbin, npos, st, C, sum1_tol)
-            tmax = max_value(tacc)
             ty = _first_index_of(tr, tmax) if tmax == tmax else 0
             ty = ty if ty < C else 0
             zy = widen(zr, ty)
@@ -1342,6 +1373,25 @@ def _sig_slow_row(zr, tr, pw, colw, ls, from_logits, eps, log_floor, thr, one):
 
 
 @jit_inline
+def _sig_row_checks(zr, tr, one):
+    """Exact non-finite count of a row's predictions, and its target statistics: values
+    outside [0, 1] (or NaN), positives, values that are 0 or 1."""
+    zero = one - one
+    chk = zero
+    tbad = zero
+    npos = zero
+    nbin = zero
+    for c in range(zr.shape[0]):
+        x = widen(zr, c)
+        tv = cast_like(widen(tr, c), one)
+        chk += nonfinite(x)
+        tbad += zero if (tv >= zero and tv <= one) else one
+        npos += one if tv > zero else zero
+        nbin += one if (tv == zero or tv == one) else zero
+    return chk, tbad, npos, nbin
+
+
+@jit_inline
 def _accumulate_sigmoid_row(cnt, bn, wl, swi, er, C, cat, has_sw):
     """Add one row's loss, element hits, exact match and CAT (and, with sample weights, their
     weighted sums); returns the exact match."""
@@ -1388,6 +1438,7 @@ def _sigmoid(
     hi_clip = one - epsc
     floorc = cast_like(log_floor, one)
     thrc = cast_like(thr, one)
+    Cf = cast_like(np.int32(C), one)
     cnt = counts[slot]
     bn = bins[slot]
     fb = -1
@@ -1413,23 +1464,30 @@ def _sigmoid(
             # 1. one vectorised pass over the row
             if from_logits and plain:
                 # no pos_weight / column weights (the common case): the element loss
-                # t' sp(-x) + (1 - t') sp(x) = max(x, 0) - t' x + log1p(exp(-|x|)), and the
-                # finiteness test as an integer max of the magnitude bits
-                fin = finite_init(one)
+                # t' sp(-x) + (1 - t') sp(x) = max(x, 0) - t' x + log1p(exp(-|x|)). The
+                # checks and label statistics are cut to three accumulators (fewer vector ops
+                # and registers; the loop was spilling): finite x and t in [0, 1] in one
+                # integer max (xt_acc), and sum(t - t*t), which is exactly 0 iff every t is 0
+                # or 1 (t*t < t in float32 for t in (0, 1), and a sum of non-negative terms
+                # is 0 only if each is); a 0/1 row's positives are then st (exact integers).
+                xt = xt_init(one)
+                nb = zero
                 for c in range(C):
                     x = widen(zr, c)
                     tv = cast_like(widen(tr, c), one)
-                    fin = finite_acc(fin, x)
-                    tbad += zero if (tv >= zero and tv <= one) else one
+                    xt = xt_acc(xt, x, tv)
                     st += tv
-                    npos += one if tv > zero else zero
-                    nbin += one if (tv == zero or tv == one) else zero
+                    nb += tv - tv * tv
                     tp = omls * tv + ls2
                     ax = x if x > zero else -x
                     l1 = flog1p_unit(fexp_nonpos(-ax))
                     sl += (x if x > zero else zero) - tp * x + l1
                     er += one if ((x > thrc) == (tv > half)) else zero
-                chk = zero if finite_ok(fin) else one
+                if xt_maybe_bad(xt):  # inconclusive (a bad value, -0.0, |x| > 2**127)
+                    chk, tbad, npos, nbin = _sig_row_checks(zr, tr, one)
+                else:
+                    nbin = Cf if nb == zero else zero
+                    npos = st
             elif from_logits:
                 for c in range(C):
                     x = widen(zr, c)
