@@ -381,3 +381,64 @@ def ref_rows_sigmoid(z, t):
         el = np.where(np.isposinf(x), np.where(t == 1.0, 0.0, np.inf), el)
         el = np.where(np.isneginf(x), np.where(t == 0.0, 0.0, np.inf), el)
     return el.mean(1)
+
+
+def test_rows_of_2_24_classes_and_more_count_exactly():
+    """A float32 count of a row's hits stops at 2**24; rows that wide are computed in float64
+    so that element, exact-match and label counts stay exact (the lean clean-tile path and
+    the per-row path, which rows with a NaN prediction take)."""
+    from fastxent import _state as S
+    from fastxent.backends import SigmoidOptions
+    from fastxent.backends import numba_cpu as E
+
+    C = (1 << 24) + 5
+    z = np.full((2, C), -1.0, dtype=np.float32)
+    t = np.zeros((2, C), dtype=np.bool_)
+    z[:, 7] = 2.0
+    t[:, 7] = True                           # every element right: C hits per row
+    z[1, 9] = np.nan                         # row 1: the per-row (IEEE) path, C - 1 hits
+    p = E.sigmoid_xent(z, t, SigmoidOptions())
+    c = p.counts
+    assert int(c[S.ELEM]) == 2 * C - 1
+    assert int(c[S.EXACT]) == 1
+    assert (int(c[S.BINARY]), int(c[S.ONEHOT])) == (2, 2)
+    want = (np.log1p(np.exp(-1.0)) * (C - 1) + np.log1p(np.exp(-2.0))) / C
+    assert float(fx.sigmoid_cross_entropy(z[:1], t[:1]).loss) == pytest.approx(want, rel=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+def test_lean_kernel_agrees_with_the_general_one(dtype):
+    """Without weights or per-row outputs, C > 32 logits take a lean kernel that adds the
+    counts and loss of clean 64-row tiles at once; tiles with a NaN/inf prediction, a soft
+    or bad target, or a partial tile must give the general kernel's counts exactly and its
+    loss to rounding, and the first bad row must be the same."""
+    from fastxent import _state as S
+    from fastxent.backends import SigmoidOptions
+    from fastxent.backends import numba_cpu as E
+
+    rng = np.random.default_rng(5)
+    n, C = 64 * 5 + 17, 77
+    z = (rng.standard_normal((n, C)) * 4).astype(dtype)
+    t = (rng.random((n, C)) < 0.3).astype(dtype)
+    t[3::64, 0] = 1.0
+    t[3::64, 1:] = 0.0                   # one-hot rows in every tile
+    z[70, 5] = np.nan                    # tile 1: a NaN prediction
+    z[140, 6] = np.inf                   # tile 2: an infinite one
+    t[200, 7] = 0.25                     # tile 3: a soft target
+    t[300, 8] = 1.5                      # tile 4: a bad target (the first bad row)
+    t[310, 8] = -1.0
+    ones = np.ones(n)
+    for want_cat in (False, True):
+        lean = E.sigmoid_xent(z, t, SigmoidOptions(want_cat=want_cat))
+        gen = E.sigmoid_xent(z, t, SigmoidOptions(sample_weight=ones, want_cat=want_cat))
+        for k in (S.ROWS, S.SEEN, S.CAT, S.ELEM, S.EXACT, S.ONEHOT, S.SUM1, S.BINARY):
+            assert int(lean.counts[k]) == int(gen.counts[k]), k
+        assert lean.first_bad == gen.first_bad == 300
+    ok = np.ones(n, bool)
+    ok[[70, 300, 310]] = False           # the NaN row and the bad rows out: compare losses
+    lean = float(fx.sigmoid_cross_entropy(z[ok], t[ok]).loss)
+    gen = float(fx.sigmoid_cross_entropy(z[ok], t[ok], sample_weight=ones[ok]).loss)
+    want = float(np.mean(ref_rows_sigmoid(z[ok], t[ok])))
+    assert math.isfinite(want)
+    assert lean == pytest.approx(gen, rel=1e-6)
+    assert lean == pytest.approx(want, rel=1e-6 if dtype == np.float32 else 1e-13)

@@ -648,3 +648,29 @@ def test_dense_label_statistics_and_bad_rows(dtype, C):
         tb[9, 5] = bad
         tb[13, 7] = bad
         assert E.softmax_xent(z, tb, SoftmaxOptions(dense=True)).first_bad == 9
+
+
+@pytest.mark.parametrize("dense", [False, True], ids=["sparse", "dense"])
+def test_rows_of_2_24_classes_and_more(dense):
+    """Rows of 2**24 classes or more are computed in float64 (a float32 count of a row's
+    classes is not exact there): one-hot label counts, accuracy and loss stay exact."""
+    from fastxent import _state as S
+    from fastxent.backends import SoftmaxOptions
+    from fastxent.backends import numba_cpu as E
+
+    C = (1 << 24) + 5
+    z = np.zeros((2, C), dtype=np.float32)
+    z[0, C - 1] = 3.0                    # row 0: the label C - 1 is the unique max
+    z[1, 4] = 3.0                        # row 1: the label 2 is not
+    y = np.array([C - 1, 2])
+    if dense:
+        t = np.zeros((2, C), dtype=np.float32)
+        t[[0, 1], y] = 1.0
+        p = E.softmax_xent(z, t, SoftmaxOptions(dense=True, want_rows=True))
+        c = p.counts
+        assert (int(c[S.BINARY]), int(c[S.ONEHOT]), int(c[S.SUM1])) == (2, 2, 2)
+    else:
+        p = E.softmax_xent(z, y, SoftmaxOptions(want_rows=True))
+    np.testing.assert_array_equal(p.row_correct, [True, False])
+    lse = np.log(np.exp(3.0) + (C - 1))
+    np.testing.assert_allclose(p.row_loss.astype(np.float64), [lse - 3.0, lse], rtol=1e-6)

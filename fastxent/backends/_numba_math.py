@@ -599,7 +599,7 @@ def _ov_xt_init(one):
 def _ov_xt_acc(acc, x, t):
     if x == types.float32 and t == types.float32:
         return lambda acc, x, t: _umax32(acc, _umax32(_f32_abs_bits_half(x), f32_as_i32(t)))
-    if x == types.float64 and t == types.float64:
+    if isinstance(x, types.Float) and t == types.float64:  # float64 compute (x may be narrower)
         return lambda acc, x, t: acc + nonfinite(x) + (0.0 if (t >= 0.0 and t <= 1.0) else 1.0)
 
 

@@ -1119,7 +1119,7 @@ def _add_clean_tile(cnt, bn, lv, chk, tbad, cat, er, nbin, npos, st, nr, C, sum1
     Cf = cast_like(C, one)
     nch = zero
     ncat = zero
-    nerr = zero
+    nerr = 0  # int64: a tile's element hits reach TILE * C
     nex = zero
     nbiny = zero
     nonehot = zero
@@ -1127,7 +1127,7 @@ def _add_clean_tile(cnt, bn, lv, chk, tbad, cat, er, nbin, npos, st, nr, C, sum1
     for r in range(nr):
         nch += chk[r] + tbad[r]
         ncat += cat[r]
-        nerr += er[r]
+        nerr += np.int64(er[r])
         nex += one if er[r] == Cf else zero
         isbin = nbin[r] == Cf
         nbiny += one if isbin else zero
@@ -1551,6 +1551,116 @@ def _sigmoid(
     mark_done(ctr)
 
 
+@jit_rows
+def _sigmoid_plain(
+    # data
+    z, tl, pw, colw,
+    # shapes / strides
+    n, C, rs, trs,
+    # constants
+    one, ls, eps, log_floor, thr, want_cat, sum1_tol,
+    # outputs
+    counts, bins, first_bad, slot, ctr, bounds,
+):
+    """``_sigmoid`` for its common case: logits, no pos_weight, column or sample weights, no
+    per-row outputs. The row loop keeps only the vectorised pass over the row; its results go
+    into TILE-row buffers, and the counts and the exact loss sum of a clean tile are added in
+    one step (``_add_clean_tile``, as the small-C tile kernel does) instead of row by row.
+    Rows that the cheap check cannot clear, and tiles that are not clean, take ``_sigmoid``'s
+    per-row path. A row's loss is the float32 ``sl / C`` (as in ``_sigmoid_small``), so a
+    clean tile's loss sum is exact in one float64 add. pw, colw: ones (the slow path's)."""
+    zero = one - one
+    half = cast_like(0.5, one)
+    omls = one - cast_like(ls, one)
+    ls2 = cast_like(ls / 2.0, one)
+    thrc = cast_like(thr, one)
+    Cf = cast_like(np.int32(C), one)
+    lv = np.empty(TILE, dtype=type(one))
+    chk = np.empty(TILE, dtype=type(one))
+    tbad = np.empty(TILE, dtype=type(one))
+    cat = np.empty(TILE, dtype=type(one))
+    er = np.empty(TILE, dtype=type(one))
+    nbin = np.empty(TILE, dtype=type(one))
+    npos = np.empty(TILE, dtype=type(one))
+    st = np.empty(TILE, dtype=type(one))
+    cnt = counts[slot]
+    bn = bins[slot]
+    fb = -1
+    while True:  # claim blocks of rows until none is left (see _parallel)
+        r0, r1 = _claim_rows(ctr, bounds)
+        if r0 >= r1:
+            break
+        for i0 in range(r0, r1, TILE):
+            nr = min(TILE, r1 - i0)
+            for r in range(nr):
+                base = np.int64(i0 + r) * rs
+                tb = np.int64(i0 + r) * trs
+                zr = z[base:base + C]
+                tr = tl[tb:tb + C]
+                # the plain loop of _sigmoid
+                xt = xt_init(one)
+                s_t = zero
+                nb = zero
+                sl = zero
+                e_r = zero
+                for c in range(C):
+                    x = widen(zr, c)
+                    tv = cast_like(widen(tr, c), one)
+                    xt = xt_acc(xt, x, tv)
+                    s_t += tv
+                    nb += tv - tv * tv
+                    tp = omls * tv + ls2
+                    ax = x if x > zero else -x
+                    l1 = flog1p_unit(fexp_nonpos(-ax))
+                    sl += (x if x > zero else zero) - tp * x + l1
+                    e_r += one if ((x > thrc) == (tv > half)) else zero
+                lv[r] = sl / Cf
+                er[r] = e_r
+                st[r] = s_t
+                if xt_maybe_bad(xt):
+                    chk[r], tbad[r], npos[r], nbin[r] = _sig_row_checks(zr, tr, one)
+                else:
+                    chk[r] = zero
+                    tbad[r] = zero
+                    npos[r] = s_t
+                    nbin[r] = Cf if nb == zero else zero
+                cat[r] = zero
+                if want_cat and nbin[r] == Cf and npos[r] == one and chk[r] == zero:
+                    # CAT (one-hot rows only, see _sigmoid)
+                    if _first_index_of(zr, rowmax(zr)) == _first_index_of(tr, rowmax(tr)):
+                        cat[r] = one
+            if _add_clean_tile(cnt, bn, lv, chk, tbad, cat, er, nbin, npos, st, nr, C,
+                               sum1_tol):
+                cnt[SEEN] += nr
+                cnt[ROWS] += nr
+                continue
+            # per-row path (as _sigmoid_small's)
+            for r in range(nr):
+                i = i0 + r
+                cnt[SEEN] += 1
+                cnt[ROWS] += 1
+                _count_label_stats(cnt, nbin[r], npos[r], st[r], C, sum1_tol)
+                err = er[r]
+                rcat = cat[r] != zero
+                if tbad[r] != zero:
+                    if fb < 0:
+                        fb = i
+                    loss = math.nan
+                elif chk[r] == zero:
+                    loss = np.float64(lv[r])
+                else:
+                    zr = z[np.int64(i) * rs:np.int64(i) * rs + C]
+                    tr = tl[np.int64(i) * trs:np.int64(i) * trs + C]
+                    loss, err = _sig_slow_row(zr, tr, pw, colw, ls, True, eps, log_floor, thr,
+                                              one)
+                    rcat = False
+                    if want_cat and nbin[r] == Cf and npos[r] == one and not _has_nan(zr):
+                        rcat = _first_index_of(zr, rowmax(zr)) == _first_index_of(tr, rowmax(tr))
+                _accumulate_sigmoid_row(cnt, bn, loss, 1.0, err, C, rcat, False)
+    first_bad[slot] = fb
+    mark_done(ctr)
+
+
 # One class row of a tile: its element losses added into the row sums ``sl`` (the three
 # forms of ``_sigmoid``). Separate small functions: inside the large tile kernel LLVM stopped
 # inlining exp/log1p and the loops ran scalar (5 vs ~1.4 ns per element).
@@ -1759,8 +1869,12 @@ def _kernel_view(a: np.ndarray) -> np.ndarray:
     return a.view(view) if view is not None else a
 
 
-def _compute_one(dtype: np.dtype):
-    return np.float64(1.0) if dtype == np.float64 else np.float32(1.0)
+def _compute_one(dtype: np.dtype, C: int = 0):
+    """The kernels' compute type: float64 for float64 logits and for rows of 2**24 classes or
+    more (a float32 count of a row's classes stops being exact there)."""
+    if dtype == np.float64 or C >= _F32_EXACT_COUNT:
+        return np.float64(1.0)
+    return np.float32(1.0)
 
 
 def _row_buffer(a: np.ndarray):
@@ -1960,7 +2074,7 @@ def _block_rows(row_bytes: int) -> int:
 def softmax_xent(logits: np.ndarray, labels: np.ndarray, opts: SoftmaxOptions) -> Partial:
     """Launch the sparse or dense softmax kernel over ``logits`` (N, C); see module docstring."""
     n, C = logits.shape
-    one = _compute_one(logits.dtype)
+    one = _compute_one(logits.dtype, C)
     z = _kernel_view(logits)
     K = len(opts.ks)
     T = _threads(n, C)
@@ -1970,7 +2084,7 @@ def softmax_xent(logits: np.ndarray, labels: np.ndarray, opts: SoftmaxOptions) -
     cw64 = _f64_or_empty(opts.class_weight) if has_cw else _ones_or(None, C, np.float64(1.0))
     cw = _ones_or(opts.class_weight, C, one)
     ks = np.asarray(opts.ks, dtype=np.int64)
-    rdt = np.float64 if one.dtype == np.float64 else np.float32
+    rdt = np.float64 if logits.dtype == np.float64 else np.float32
     row_loss = np.empty(n if opts.want_rows else 0, dtype=rdt)
     row_correct = np.empty(n if opts.want_rows else 0, dtype=np.bool_)
     row_hits = np.empty((n if opts.want_rows else 0, K), dtype=np.bool_)
@@ -2030,7 +2144,7 @@ def softmax_xent(logits: np.ndarray, labels: np.ndarray, opts: SoftmaxOptions) -
 def sigmoid_xent(logits: np.ndarray, targets: np.ndarray, opts: SigmoidOptions) -> Partial:
     """Launch the sigmoid kernel over ``logits`` / ``targets`` (N, C); see module docstring."""
     n, C = logits.shape
-    one = _compute_one(logits.dtype)
+    one = _compute_one(logits.dtype, C)
     z = _kernel_view(logits)
     tl = _kernel_view(targets)
     T = _threads(n, C)
@@ -2038,9 +2152,11 @@ def sigmoid_xent(logits: np.ndarray, targets: np.ndarray, opts: SigmoidOptions) 
     sw = _f64_or_empty(opts.sample_weight)
     pw = _ones_or(opts.pos_weight, C, one)
     colw = _ones_or(opts.col_weight, C, one)
-    rdt = np.float64 if one.dtype == np.float64 else np.float32
+    rdt = np.float64 if logits.dtype == np.float64 else np.float32
     m = n if opts.want_rows else 0
     row_loss, row_correct, row_elem = (np.empty(m, rdt), np.empty(m, np.bool_), np.empty(m, rdt))
+    lean = (C > SMALL_C and opts.from_logits and opts.pos_weight is None
+            and opts.col_weight is None and not sw.size and not opts.want_rows)
 
     def launch(r0, r1, bufs, cnt, bn, fb):
         sl = slice(r0, r1)
@@ -2048,6 +2164,12 @@ def sigmoid_xent(logits: np.ndarray, targets: np.ndarray, opts: SigmoidOptions) 
                 else (row_loss, row_correct, row_elem))
         (zb, rs), (tb, trs) = bufs
         swb = sw[sl] if sw.size else sw
+        if lean:
+            _parallel(_sigmoid_plain, (
+                zb, tb, pw, colw, r1 - r0, C, rs, trs, one, float(opts.label_smoothing),
+                float(opts.eps), float(opts.log_floor), float(opts.thr), opts.want_cat,
+                _sum1_tol(), cnt, bn, fb), T, r1 - r0, C)
+            return
         _parallel(_sigmoid_small if C <= SMALL_C else _sigmoid, (
             zb, tb, swb, pw, colw, r1 - r0, C, rs, trs, one, sw.size > 0,
             opts.pos_weight is None and opts.col_weight is None, float(opts.label_smoothing),
