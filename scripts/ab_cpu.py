@@ -1,0 +1,101 @@
+"""A/B a CPU kernel change: the Numba engine of a git revision against the working tree's, on the
+same arrays, in one process, calls alternating (old, new, old, new, ...), so that the drift of a
+shared machine hits both alike.
+
+The old engine is ``git show REV:fastxent/backends/numba_cpu.py`` written for the run into
+``fastxent/backends/_ab_old.py`` (git-ignored, removed at exit), so it uses the working tree's
+helpers (``_numba_math``, ``_state``); a change to those is not A/B'd by this script.
+
+Printed per workload: the median of ``--repeat`` samples of each, old / new, and whether
+the two gave the same counts (they must, unless the change fixed a count).
+
+Run:  PYTHONPATH=. python scripts/ab_cpu.py HEAD~1 [--workload E_bce D_dense] [--threads 1 2]
+      [--rows-div 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import subprocess
+import time
+
+import numba as nb
+import numpy as np
+
+from fastxent.backends import SigmoidOptions, SoftmaxOptions
+from fastxent.backends import numba_cpu as new
+
+# name: (rows, classes, labels), the CPU workloads of shared/BENCHMARKS.md
+WORKLOADS = {
+    "A_4Mx10": (4_194_304, 10, "sparse"),
+    "B_256kx1000": (262_144, 1000, "sparse"),
+    "C_8kx32k": (8192, 32768, "sparse"),
+    "D_dense": (262_144, 1000, "onehot"),
+    "E_bce": (1_048_576, 100, "multihot"),
+}
+_OLD = os.path.join(os.path.dirname(new.__file__), "_ab_old.py")
+
+
+def load_old(rev: str):
+    src = subprocess.run(["git", "show", f"{rev}:fastxent/backends/numba_cpu.py"],
+                         check=True, capture_output=True, text=True).stdout
+    with open(_OLD, "w") as f:
+        f.write(src)
+    return importlib.import_module("fastxent.backends._ab_old")
+
+
+def make(rows, C, labels, rng):
+    z = rng.standard_normal((rows, C), dtype=np.float32)
+    if labels == "multihot":
+        return z, (rng.random((rows, C), dtype=np.float32) < 0.3).astype(np.float32)
+    y = rng.integers(0, C, rows)
+    if labels == "sparse":
+        return z, y
+    t = np.zeros((rows, C), np.float32)
+    t[np.arange(rows), y] = 1.0
+    return z, t
+
+
+def call(mod, labels, z, lab):
+    if labels == "multihot":
+        return mod.sigmoid_xent(z, lab, SigmoidOptions())
+    return mod.softmax_xent(z, lab, SoftmaxOptions(dense=labels == "onehot"))
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("rev", help="the git revision whose numba_cpu.py is the old engine")
+    ap.add_argument("--workload", nargs="+", default=list(WORKLOADS), choices=list(WORKLOADS))
+    ap.add_argument("--threads", nargs="+", type=int, default=[nb.config.NUMBA_NUM_THREADS])
+    ap.add_argument("--repeat", type=int, default=7)
+    ap.add_argument("--rows-div", type=int, default=1, help="divide the rows (quick runs)")
+    a = ap.parse_args(argv)
+    try:
+        old = load_old(a.rev)
+        rng = np.random.default_rng(0)
+        for w in a.workload:
+            rows, C, labels = WORKLOADS[w]
+            z, lab = make(max(1, rows // a.rows_div), C, labels, rng)
+            same = np.array_equal(call(old, labels, z, lab).counts,
+                                  call(new, labels, z, lab).counts)
+            for T in a.threads:
+                nb.set_num_threads(T)
+                ts = {"old": [], "new": []}
+                for _ in range(a.repeat):
+                    for name, mod in (("old", old), ("new", new)):
+                        t0 = time.perf_counter()
+                        call(mod, labels, z, lab)
+                        ts[name].append(time.perf_counter() - t0)
+                o, n = np.median(ts["old"]), np.median(ts["new"])
+                print(f"{w} ({z.shape[0]:,} x {C:,}, {T} thread{'s' if T > 1 else ''}): "
+                      f"old {o * 1e3:.1f} ms, new {n * 1e3:.1f} ms, old/new {o / n:.2f}x, "
+                      f"same counts: {same}", flush=True)
+    finally:
+        if os.path.exists(_OLD):
+            os.remove(_OLD)
+
+
+if __name__ == "__main__":
+    main()
