@@ -579,9 +579,12 @@ def _tile_max_argmax(buf, mx, ix, chk, tot, want_tot):
         cf = cast_like(c, one)
         for r in range(bc.shape[0]):
             v = bc[r]
-            gt = v > mx[r]
-            ix[r] = cf if gt else ix[r]
-            mx[r] = v if gt else mx[r]
+            m = mx[r]
+            x0 = ix[r]
+            # the index as arithmetic (exact: small integers): a ternary whose other arm is
+            # the stored value becomes a masked store (vmaskmovps, microcoded on AVX2 AMD)
+            ix[r] = x0 + (one if v > m else zero) * (cf - x0)
+            mx[r] = v if v > m else m
             chk[r] += nonfinite(v)
     if want_tot:
         for c in range(buf.shape[0]):
@@ -614,7 +617,7 @@ def _tile_logits_sparse(buf, yf, mx, sm, neq, dy, sd, lv, omls, lsC):
                 e = fexp_nonpos(d)  # unconditional: a select vectorises, a branch does not
                 sm[r] += e if d < zero else zero
                 neq[r] += one if d == zero else zero
-                dy[r] = d if yf[r] == cf else dy[r]
+                dy[r] += d if yf[r] == cf else zero  # one class matches (no masked store)
                 sd[r] += d
         else:
             for r in range(bc.shape[0]):
@@ -622,7 +625,7 @@ def _tile_logits_sparse(buf, yf, mx, sm, neq, dy, sd, lv, omls, lsC):
                 e = fexp_nonpos(d)
                 sm[r] += e if d < zero else zero
                 neq[r] += one if d == zero else zero
-                dy[r] = d if yf[r] == cf else dy[r]
+                dy[r] += d if yf[r] == cf else zero  # one class matches (no masked store)
     if smooth:
         for r in range(sm.shape[0]):
             lv[r] = flogsum(neq[r], sm[r]) - omls * dy[r] - lsC * sd[r]
@@ -645,7 +648,7 @@ def _tile_rank(buf, yf, zy, rk, any_tie):
         bc = buf[c]
         cf = cast_like(c, one)
         for r in range(bc.shape[0]):
-            zy[r] = bc[r] if yf[r] == cf else zy[r]
+            zy[r] += bc[r] if yf[r] == cf else zero  # (no masked store, as dy)
     if any_tie:
         for c in range(buf.shape[0]):
             bc = buf[c]
@@ -681,7 +684,7 @@ def _tile_probs_sparse(buf, yf, py, tot, chk, lv, renorm, epsc):
         bc = buf[c]
         cf = cast_like(c, one)
         for r in range(bc.shape[0]):
-            py[r] = bc[r] if yf[r] == cf else py[r]
+            py[r] += bc[r] if yf[r] == cf else zero  # (no masked store, as dy)
     if renorm:
         for r in range(py.shape[0]):
             chk[r] += zero if (tot[r] > zero and nonfinite(tot[r]) == zero) else one
@@ -1171,12 +1174,16 @@ def _softmax_dense_small(
     zero = one - one
     half = cast_like(0.5, one)
     thrc = cast_like(thr, one)
-    ninf = cast_like(-np.inf, one)
     Cf = cast_like(C, one)
     bz = np.empty((C, TILE), dtype=type(one))
     bt = np.empty((C, TILE), dtype=type(one))
     mx = np.empty(TILE, dtype=type(one))
     tmx = np.empty(TILE, dtype=type(one))
+    # running maxima as order-preserving int32 keys (float32; see max_acc): an integer max
+    # vectorises to vpmaxsd, where ``mx[r] = v if v > mx[r] else mx[r]`` in this large loop
+    # stayed a conditional store (vmaskmovps, microcoded on AVX2 AMD cores)
+    mxk = np.empty(TILE, dtype=type(max_init(one)))
+    tmxk = np.empty(TILE, dtype=type(max_init(one)))
     chk = np.empty(TILE, dtype=type(one))
     tbad = np.empty(TILE, dtype=type(one))
     st = np.empty(TILE, dtype=type(one))
@@ -1211,8 +1218,8 @@ def _softmax_dense_small(
             _load_tile(bz, z, i0, nr, rs, one)
             _load_tile(bt, tl, i0, nr, trs, one)
             for r in range(mx.shape[0]):
-                mx[r] = ninf
-                tmx[r] = ninf
+                mxk[r] = max_init(one)
+                tmxk[r] = max_init(one)
                 chk[r] = zero
                 tbad[r] = zero
                 st[r] = zero
@@ -1232,15 +1239,18 @@ def _softmax_dense_small(
                 for r in range(bzc.shape[0]):
                     v = bzc[r]
                     tv = btc[r]
-                    mx[r] = v if v > mx[r] else mx[r]
+                    mxk[r] = max_acc(mxk[r], v)
                     chk[r] += nonfinite(v)
                     tot[r] += v
-                    tmx[r] = tv if tv > tmx[r] else tmx[r]
+                    tmxk[r] = max_acc(tmxk[r], tv)
                     tbad[r] += nonfinite(tv) + (one if tv < zero else zero)
                     st[r] += tv
                     npos[r] += one if tv > zero else zero
                     nbin[r] += one if (tv == zero or tv == one) else zero
                     er[r] += one if ((v > thrc) == (tv > half)) else zero
+            for r in range(mx.shape[0]):
+                mx[r] = max_value(mxk[r])
+                tmx[r] = max_value(tmxk[r])
             # 2. first argmax of labels and predictions; logits: exp-sum of the non-maximal
             #    terms, ties and sum(t d); probabilities: sum(t log clip(p [/ sum p]))
             if from_logits:
@@ -1251,8 +1261,10 @@ def _softmax_dense_small(
                     for r in range(bzc.shape[0]):
                         v = bzc[r]
                         tv = btc[r]
-                        ty[r] = cf if (tv == tmx[r] and cf < ty[r]) else ty[r]
-                        zf[r] = cf if (v == mx[r] and cf < zf[r]) else zf[r]
+                        x0 = ty[r]  # first match: x0 - g (x0 - c), exact (no masked store)
+                        ty[r] = x0 - (one if ((tv == tmx[r]) & (cf < x0)) else zero) * (x0 - cf)
+                        x0 = zf[r]
+                        zf[r] = x0 - (one if ((v == mx[r]) & (cf < x0)) else zero) * (x0 - cf)
                         d = v - mx[r]
                         e = fexp_nonpos(d)  # unconditional: a select vectorises, a branch not
                         sm[r] += e if d < zero else zero
@@ -1274,8 +1286,10 @@ def _softmax_dense_small(
                     for r in range(bzc.shape[0]):
                         v = bzc[r]
                         tv = btc[r]
-                        ty[r] = cf if (tv == tmx[r] and cf < ty[r]) else ty[r]
-                        zf[r] = cf if (v == mx[r] and cf < zf[r]) else zf[r]
+                        x0 = ty[r]  # first match: x0 - g (x0 - c), exact (no masked store)
+                        ty[r] = x0 - (one if ((tv == tmx[r]) & (cf < x0)) else zero) * (x0 - cf)
+                        x0 = zf[r]
+                        zf[r] = x0 - (one if ((v == mx[r]) & (cf < x0)) else zero) * (x0 - cf)
                         std[r] += tv * _clip_log(v * sm[r], epsc)
                 for r in range(sm.shape[0]):
                     lv[r] = -std[r]
@@ -1732,12 +1746,16 @@ def _sigmoid_small(
     epsc = cast_like(eps, one)
     floorc = cast_like(log_floor, one)
     thrc = cast_like(thr, one)
-    ninf = cast_like(-np.inf, one)
     Cf = cast_like(C, one)
     bz = np.empty((C, TILE), dtype=type(one))
     bt = np.empty((C, TILE), dtype=type(one))
     mx = np.empty(TILE, dtype=type(one))
     tmx = np.empty(TILE, dtype=type(one))
+    # running maxima as order-preserving int32 keys (float32; see max_acc): an integer max
+    # vectorises to vpmaxsd, where ``mx[r] = v if v > mx[r] else mx[r]`` in this large loop
+    # stayed a conditional store (vmaskmovps, microcoded on AVX2 AMD cores)
+    mxk = np.empty(TILE, dtype=type(max_init(one)))
+    tmxk = np.empty(TILE, dtype=type(max_init(one)))
     chk = np.empty(TILE, dtype=type(one))
     tbad = np.empty(TILE, dtype=type(one))
     st = np.empty(TILE, dtype=type(one))
@@ -1761,8 +1779,8 @@ def _sigmoid_small(
             _load_tile(bz, z, i0, nr, rs, one)
             _load_tile(bt, tl, i0, nr, trs, one)
             for r in range(mx.shape[0]):
-                mx[r] = ninf
-                tmx[r] = ninf
+                mxk[r] = max_init(one)
+                tmxk[r] = max_init(one)
                 chk[r] = zero
                 tbad[r] = zero
                 st[r] = zero
@@ -1785,8 +1803,11 @@ def _sigmoid_small(
                     npos[r] += one if tv > zero else zero
                     nbin[r] += one if (tv == zero or tv == one) else zero
                     er[r] += one if ((x > thrc) == (tv > half)) else zero
-                    mx[r] = x if x > mx[r] else mx[r]
-                    tmx[r] = tv if tv > tmx[r] else tmx[r]
+                    mxk[r] = max_acc(mxk[r], x)
+                    tmxk[r] = max_acc(tmxk[r], tv)
+            for r in range(mx.shape[0]):
+                mx[r] = max_value(mxk[r])
+                tmx[r] = max_value(tmxk[r])
             # 2. element losses (the three forms of ``_sigmoid``)
             for c in range(C):
                 bzc = bz[c]
@@ -1806,8 +1827,10 @@ def _sigmoid_small(
                     btc = bt[c]
                     cf = cast_like(c, one)
                     for r in range(bzc.shape[0]):
-                        zf[r] = cf if (bzc[r] == mx[r] and cf < zf[r]) else zf[r]
-                        ty[r] = cf if (btc[r] == tmx[r] and cf < ty[r]) else ty[r]
+                        x0 = zf[r]  # first match: x0 - g (x0 - c), exact (no masked store)
+                        zf[r] = x0 - (one if ((bzc[r] == mx[r]) & (cf < x0)) else zero) * (x0 - cf)
+                        x0 = ty[r]
+                        ty[r] = x0 - (one if ((btc[r] == tmx[r]) & (cf < x0)) else zero) * (x0 - cf)
             for r in range(lv.shape[0]):
                 lv[r] = sl[r] / Cf
                 cat[r] = one if (want_cat and nbin[r] == Cf and npos[r] == one
