@@ -674,3 +674,32 @@ def test_rows_of_2_24_classes_and_more(dense):
     np.testing.assert_array_equal(p.row_correct, [True, False])
     lse = np.log(np.exp(3.0) + (C - 1))
     np.testing.assert_allclose(p.row_loss.astype(np.float64), [lse - 3.0, lse], rtol=1e-6)
+
+
+@pytest.mark.parametrize("C", [4, 5, 8, 10, 16])
+@pytest.mark.parametrize("kind", ["sparse", "dense", "sigmoid"])
+def test_full_tiles_of_common_class_counts(kind, C):
+    """For a few common C the tile kernels transpose full tiles of contiguous rows with the
+    class count a constant; a strided view of the same values takes the general transpose.
+    Both must give the same row losses, bit for bit, and the same counts."""
+    rng = np.random.default_rng(C)
+    n = 64 * 3 + 5                                    # three full tiles and a partial one
+    z = (rng.standard_normal((n, C)) * 3).astype(np.float32)
+    z[7, 1] = z[7, 2] = z[7].max() + 1                # a tie for the first argmax
+    y = rng.integers(0, C, n)
+    wide = np.zeros((n, C + 3), np.float32)
+    wide[:, :C] = z
+    zs = wide[:, :C]                                  # same values, row stride C + 3
+    if kind == "sigmoid":
+        t = (rng.random((n, C)) < 0.4).astype(np.float32)
+        a = fx.sigmoid_cross_entropy(z, t, reduction="none")
+        b = fx.sigmoid_cross_entropy(zs, t, reduction="none")
+    else:
+        lab = np.eye(C, dtype=np.float32)[y] if kind == "dense" else y
+        a = fx.softmax_cross_entropy(z, lab, reduction="none")
+        b = fx.softmax_cross_entropy(zs, lab, reduction="none")
+    np.testing.assert_array_equal(a.loss, b.loss)
+    np.testing.assert_array_equal(a.correct, b.correct)
+    if kind != "sigmoid":
+        want = z.astype(np.float64).argmax(1) == y
+        np.testing.assert_array_equal(a.correct, want)
