@@ -147,7 +147,7 @@ sigmoid_xent(
         // 2. accounting (group leader only)
         if (lead) {
             const bool bad = a.n_bad != 0;
-            double loss = (double)a.e / (double)C;                     // float64 divide, as the CPU engine
+            double loss = (double)a.e / (double)C;   // float64 divide (CPU: its C > 32 general kernel; tile/lean kernels round to float32)
             if (a.nan || bad) loss = FX_DNAN;
             if (bad) atomicMax(first_bad, FX_LLMAX - i);   // see softmax_xent.cu
             const double s_w = SW ? __ldg(sw + i) : 1.0;
