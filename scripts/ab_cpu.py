@@ -19,6 +19,7 @@ import argparse
 import importlib
 import os
 import subprocess
+import sys
 import time
 
 import numba as nb
@@ -27,17 +28,13 @@ import numpy as np
 from fastxent.backends import SigmoidOptions, SoftmaxOptions
 from fastxent.backends import numba_cpu as new
 
-# name: (rows, classes, labels): the CPU workloads of shared/BENCHMARKS.md, and two variants
-WORKLOADS = {
-    "A_4Mx10": (4_194_304, 10, "sparse"),
-    "B_256kx1000": (262_144, 1000, "sparse"),
-    "C_8kx32k": (8192, 32768, "sparse"),
-    "D_dense": (262_144, 1000, "onehot"),
-    "E_bce": (1_048_576, 100, "multihot"),
-    # the small-C tile kernels' other two forms on A's shape (bench's "one-hot" variant)
-    "A_4Mx10_onehot": (4_194_304, 10, "onehot"),
-    "A_4Mx10_multihot": (4_194_304, 10, "multihot"),
-}
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from compute_floor import WORKLOADS as _MAIN  # noqa: E402  (the five CPU workloads)
+
+# name: (rows, classes, labels): the CPU workloads of shared/BENCHMARKS.md, and the small-C
+# tile kernels' other two forms on A's shape (bench's "one-hot" variant)
+WORKLOADS = dict(_MAIN, A_4Mx10_onehot=(4_194_304, 10, "onehot"),
+                 A_4Mx10_multihot=(4_194_304, 10, "multihot"))
 _OLD = os.path.join(os.path.dirname(new.__file__), "_ab_old.py")
 
 
@@ -70,7 +67,7 @@ def call(mod, labels, z, lab):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("rev", help="the git revision whose numba_cpu.py is the old engine")
-    ap.add_argument("--workload", nargs="+", default=list(WORKLOADS)[:5], choices=list(WORKLOADS))
+    ap.add_argument("--workload", nargs="+", default=list(_MAIN), choices=list(WORKLOADS))
     ap.add_argument("--threads", nargs="+", type=int, default=[nb.config.NUMBA_NUM_THREADS])
     ap.add_argument("--repeat", type=int, default=7)
     ap.add_argument("--rows-div", type=int, default=1, help="divide the rows (quick runs)")

@@ -1595,6 +1595,32 @@ def _sigmoid(
     mark_done(ctr)
 
 
+@jit_inline
+def _sig_tile_row(z, tl, i, r, rs, trs, C, pw, colw, ls, from_logits, eps, log_floor, thr,
+                  want_cat, sum1_tol, lv, chk, tbad, cat, er, nbin, npos, st, cnt, fb, one):
+    """Row ``i`` (tile row ``r``) of a sigmoid tile on the per-row path: counts its label
+    statistics; returns (loss, element hits, CAT, first bad row). A bad target row is NaN;
+    a row with a NaN/inf prediction takes the IEEE slow path (``_sig_slow_row``)."""
+    zero = one - one
+    _count_label_stats(cnt, nbin[r], npos[r], st[r], C, sum1_tol)
+    err = er[r]
+    rcat = cat[r] != zero
+    if tbad[r] != zero:
+        if fb < 0:
+            fb = i
+        loss = math.nan
+    elif chk[r] == zero:
+        loss = np.float64(lv[r])
+    else:
+        zr = z[np.int64(i) * rs:np.int64(i) * rs + C]
+        tr = tl[np.int64(i) * trs:np.int64(i) * trs + C]
+        loss, err = _sig_slow_row(zr, tr, pw, colw, ls, from_logits, eps, log_floor, thr, one)
+        rcat = False
+        if want_cat and nbin[r] == C and npos[r] == one and not _has_nan(zr):
+            rcat = _first_index_of(zr, rowmax(zr)) == _first_index_of(tr, rowmax(tr))
+    return loss, err, rcat, fb
+
+
 @jit_rows
 def _sigmoid_plain(
     # data
@@ -1683,23 +1709,9 @@ def _sigmoid_plain(
                 i = i0 + r
                 cnt[SEEN] += 1
                 cnt[ROWS] += 1
-                _count_label_stats(cnt, nbin[r], npos[r], st[r], C, sum1_tol)
-                err = er[r]
-                rcat = cat[r] != zero
-                if tbad[r] != zero:
-                    if fb < 0:
-                        fb = i
-                    loss = math.nan
-                elif chk[r] == zero:
-                    loss = np.float64(lv[r])
-                else:
-                    zr = z[np.int64(i) * rs:np.int64(i) * rs + C]
-                    tr = tl[np.int64(i) * trs:np.int64(i) * trs + C]
-                    loss, err = _sig_slow_row(zr, tr, pw, colw, ls, True, eps, log_floor, thr,
-                                              one)
-                    rcat = False
-                    if want_cat and nbin[r] == Cf and npos[r] == one and not _has_nan(zr):
-                        rcat = _first_index_of(zr, rowmax(zr)) == _first_index_of(tr, rowmax(tr))
+                loss, err, rcat, fb = _sig_tile_row(
+                    z, tl, i, r, rs, trs, C, pw, colw, ls, True, eps, log_floor, thr, want_cat,
+                    sum1_tol, lv, chk, tbad, cat, er, nbin, npos, st, cnt, fb, one)
                 _accumulate_sigmoid_row(cnt, bn, loss, 1.0, err, C, rcat, False)
     first_bad[slot] = fb
     mark_done(ctr)
@@ -1882,23 +1894,9 @@ def _sigmoid_small(
                 cnt[SEEN] += 1
                 cnt[ROWS] += 1
                 swi = sw[i] if has_sw else 1.0
-                _count_label_stats(cnt, nbin[r], npos[r], st[r], C, sum1_tol)
-                err = er[r]
-                rcat = cat[r] != zero
-                if tbad[r] != zero:
-                    if fb < 0:
-                        fb = i
-                    loss = math.nan
-                elif chk[r] == zero:
-                    loss = np.float64(lv[r])
-                else:
-                    zr = z[np.int64(i) * rs:np.int64(i) * rs + C]
-                    tr = tl[np.int64(i) * trs:np.int64(i) * trs + C]
-                    loss, err = _sig_slow_row(zr, tr, pw, colw, ls, from_logits, eps,
-                                              log_floor, thr, one)
-                    rcat = False
-                    if want_cat and nbin[r] == Cf and npos[r] == one and not _has_nan(zr):
-                        rcat = _first_index_of(zr, rowmax(zr)) == _first_index_of(tr, rowmax(tr))
+                loss, err, rcat, fb = _sig_tile_row(
+                    z, tl, i, r, rs, trs, C, pw, colw, ls, from_logits, eps, log_floor, thr,
+                    want_cat, sum1_tol, lv, chk, tbad, cat, er, nbin, npos, st, cnt, fb, one)
                 wl = swi * loss
                 exact_row = _accumulate_sigmoid_row(cnt, bn, wl, swi, err, C, rcat, has_sw)
                 if want_rows:
