@@ -256,7 +256,8 @@ def fmt_table(rows: list[dict]) -> str:
         mem = r.get("fastxent mem", 0)
         lines.append(f"{r['workload']:28s} {fx:10.4f} {gbs:7.0f} {100 * gbs / ceil_gbs:5.0f}% "
                      f"{cells} {best / fx:8.2f} {mem / 2**20:8.2f}MB")
-    lines.append("times: median ms per call (CUDA events); %ceil: of a CuPy sum over the same bytes")
+    lines.append("times: median ms per call (CUDA events); "
+                 "%ceil: of a CuPy sum over the same bytes")
     return "\n".join(lines)
 
 

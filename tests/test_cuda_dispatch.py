@@ -42,7 +42,7 @@ def test_source_assembly_inlines_includes_with_line_markers(name):
     assert "common.cuh" in files and name in files
     # after each inlined header the includer resumes on the line after its #include
     lines = src.splitlines()
-    for i, line in enumerate(lines):
+    for line in lines:
         m = re.match(r'^#line (\d+) "(.+)"$', line)
         if m and int(m.group(1)) > 1:
             original = (M.kernels_dir() / m.group(2).rsplit("/", 1)[-1]).read_text().splitlines()

@@ -240,7 +240,8 @@ def test_categorical_accuracies(shape, ties):
         for k in sorted({1, min(2, C), min(3, C), C}):
             _same(fk.top_k_categorical_accuracy(yt, yp, k=k),
                   keras.metrics.top_k_categorical_accuracy(yt, yp, k=k))
-    _same(fk.sparse_categorical_accuracy(ids, yp), keras.metrics.sparse_categorical_accuracy(ids, yp))
+    _same(fk.sparse_categorical_accuracy(ids, yp),
+          keras.metrics.sparse_categorical_accuracy(ids, yp))
     for k in sorted({1, min(2, C), min(3, C), C}):
         _same(fk.sparse_top_k_categorical_accuracy(ids, yp, k=k),
               keras.metrics.sparse_top_k_categorical_accuracy(ids, yp, k=k))
@@ -258,7 +259,8 @@ def test_accuracies_label_shapes_and_values():
               keras.metrics.sparse_top_k_categorical_accuracy(yt, yp, k=2))
     # out-of-range ids are never right
     bad = np.array([4, 7, 0, 1, 2, 3, 0, 0, 0, 0])
-    _same(fk.sparse_categorical_accuracy(bad, yp), keras.metrics.sparse_categorical_accuracy(bad, yp))
+    _same(fk.sparse_categorical_accuracy(bad, yp),
+          keras.metrics.sparse_categorical_accuracy(bad, yp))
     # default k=5 with more classes; float64 predictions
     yp64 = rng.normal(size=(20, 9))
     ids9 = rng.integers(0, 9, size=20)

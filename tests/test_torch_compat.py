@@ -37,7 +37,8 @@ def _close(ours, theirs, ref64=None):
     if ref64 is None:
         torch.testing.assert_close(ours, theirs, rtol=rtol, atol=0, equal_nan=True)
         return
-    o, t, r = (np.asarray(a.detach().numpy(), np.float64).reshape(-1) for a in (ours, theirs, ref64))
+    o, t, r = (np.asarray(a.detach().numpy(), np.float64).reshape(-1)
+               for a in (ours, theirs, ref64))
     with np.errstate(invalid="ignore"):
         off = ~((np.abs(o - t) <= rtol * np.abs(t)) | (np.isnan(o) & np.isnan(t)))
     if off.any():
