@@ -612,7 +612,9 @@ def _tile_max_argmax(buf, mx, ix, chk, tot, want_tot):
             m = mx[r]
             x0 = ix[r]
             # the index as arithmetic (exact: small integers): a ternary whose other arm is
-            # the stored value becomes a masked store (vmaskmovps, microcoded on AVX2 AMD)
+            # the stored value becomes a masked store (vmaskmovps, microcoded on AVX2 AMD).
+            # Written out at each site: as a helper (or imin_where32 on the array) LLVM
+            # folded it back into a select and the masked stores returned
             ix[r] = x0 + (one if v > m else zero) * (cf - x0)
             mx[r] = v if v > m else m
             chk[r] += nonfinite(v)
@@ -1291,7 +1293,7 @@ def _softmax_dense_small(
                     for r in range(bzc.shape[0]):
                         v = bzc[r]
                         tv = btc[r]
-                        x0 = ty[r]  # first match: x0 - g (x0 - c), exact (no masked store)
+                        x0 = ty[r]  # first match, exact; written out (see _tile_max_argmax)
                         ty[r] = x0 - (one if ((tv == tmx[r]) & (cf < x0)) else zero) * (x0 - cf)
                         x0 = zf[r]
                         zf[r] = x0 - (one if ((v == mx[r]) & (cf < x0)) else zero) * (x0 - cf)
@@ -1316,7 +1318,7 @@ def _softmax_dense_small(
                     for r in range(bzc.shape[0]):
                         v = bzc[r]
                         tv = btc[r]
-                        x0 = ty[r]  # first match: x0 - g (x0 - c), exact (no masked store)
+                        x0 = ty[r]  # first match, exact; written out (see _tile_max_argmax)
                         ty[r] = x0 - (one if ((tv == tmx[r]) & (cf < x0)) else zero) * (x0 - cf)
                         x0 = zf[r]
                         zf[r] = x0 - (one if ((v == mx[r]) & (cf < x0)) else zero) * (x0 - cf)
@@ -1596,6 +1598,17 @@ def _sigmoid(
 
 
 @jit_inline
+def _sig_tile_buffers(one):
+    """The per-tile-row buffers of the sigmoid tile kernels, read by ``_add_clean_tile`` and
+    ``_sig_tile_row``: row loss, non-finite predictions, bad targets, CAT, element hits,
+    0/1 targets, positives, target sum."""
+    return (np.empty(TILE, dtype=type(one)), np.empty(TILE, dtype=type(one)),
+            np.empty(TILE, dtype=type(one)), np.empty(TILE, dtype=type(one)),
+            np.empty(TILE, dtype=type(one)), np.empty(TILE, dtype=type(one)),
+            np.empty(TILE, dtype=type(one)), np.empty(TILE, dtype=type(one)))
+
+
+@jit_inline
 def _sig_tile_row(z, tl, i, r, rs, trs, C, pw, colw, ls, from_logits, eps, log_floor, thr,
                   want_cat, sum1_tol, lv, chk, tbad, cat, er, nbin, npos, st, cnt, fb, one):
     """Row ``i`` (tile row ``r``) of a sigmoid tile on the per-row path: counts its label
@@ -1645,14 +1658,7 @@ def _sigmoid_plain(
     ls2 = cast_like(ls / 2.0, one)
     thrc = cast_like(thr, one)
     Cf = cast_like(np.int32(C), one)
-    lv = np.empty(TILE, dtype=type(one))
-    chk = np.empty(TILE, dtype=type(one))
-    tbad = np.empty(TILE, dtype=type(one))
-    cat = np.empty(TILE, dtype=type(one))
-    er = np.empty(TILE, dtype=type(one))
-    nbin = np.empty(TILE, dtype=type(one))
-    npos = np.empty(TILE, dtype=type(one))
-    st = np.empty(TILE, dtype=type(one))
+    lv, chk, tbad, cat, er, nbin, npos, st = _sig_tile_buffers(one)
     cnt = counts[slot]
     bn = bins[slot]
     fb = -1
@@ -1667,7 +1673,8 @@ def _sigmoid_plain(
                 tb = np.int64(i0 + r) * trs
                 zr = z[base:base + C]
                 tr = tl[tb:tb + C]
-                # the plain loop of _sigmoid
+                # the plain loop of _sigmoid, written out: as a shared helper returning its
+                # five sums it ran 8-13% slower (E_bce, scripts/ab_cpu.py)
                 xt = xt_init(one)
                 s_t = zero
                 nb = zero
@@ -1793,22 +1800,13 @@ def _sigmoid_small(
     bt = np.empty((C, TILE), dtype=type(one))
     mx = np.empty(TILE, dtype=type(one))
     tmx = np.empty(TILE, dtype=type(one))
-    # running maxima as order-preserving int32 keys (float32; see max_acc): an integer max
-    # vectorises to vpmaxsd, where ``mx[r] = v if v > mx[r] else mx[r]`` in this large loop
-    # stayed a conditional store (vmaskmovps, microcoded on AVX2 AMD cores)
+    # running maxima as int32 order keys (see _softmax_dense_small)
     mxk = np.empty(TILE, dtype=type(max_init(one)))
     tmxk = np.empty(TILE, dtype=type(max_init(one)))
-    chk = np.empty(TILE, dtype=type(one))
-    tbad = np.empty(TILE, dtype=type(one))
-    st = np.empty(TILE, dtype=type(one))
-    npos = np.empty(TILE, dtype=type(one))
-    nbin = np.empty(TILE, dtype=type(one))
-    er = np.empty(TILE, dtype=type(one))
+    lv, chk, tbad, cat, er, nbin, npos, st = _sig_tile_buffers(one)
     sl = np.empty(TILE, dtype=type(one))
     zf = np.empty(TILE, dtype=type(one))
     ty = np.empty(TILE, dtype=type(one))
-    lv = np.empty(TILE, dtype=type(one))
-    cat = np.empty(TILE, dtype=type(one))
     cnt = counts[slot]
     bn = bins[slot]
     fb = -1
@@ -1869,7 +1867,7 @@ def _sigmoid_small(
                     btc = bt[c]
                     cf = cast_like(c, one)
                     for r in range(bzc.shape[0]):
-                        x0 = zf[r]  # first match: x0 - g (x0 - c), exact (no masked store)
+                        x0 = zf[r]  # first match, exact; written out (see _tile_max_argmax)
                         zf[r] = x0 - (one if ((bzc[r] == mx[r]) & (cf < x0)) else zero) * (x0 - cf)
                         x0 = ty[r]
                         ty[r] = x0 - (one if ((btc[r] == tmx[r]) & (cf < x0)) else zero) * (x0 - cf)
