@@ -744,3 +744,43 @@ mark_done = _counter_intrinsic(
     "state slice (the launcher's caller waits for all of them on ``ctr[1]``).")
 load_done = _counter_intrinsic(
     "load_done", "load", 1, "acquire", "``ctr[1]`` read with acquire order (see ``mark_done``).")
+load_claims = _counter_intrinsic(
+    "load_claims", "load", 0, "acquire",
+    "``ctr[0]`` read with acquire order: how many blocks were claimed (>= 1 once any kernel "
+    "call of the job runs).")
+load_posted = _counter_intrinsic(
+    "load_posted", "load", 2, "acquire",
+    "``ctr[2]`` read with acquire order: the sequence number of the job last posted to the "
+    "worker threads.")
+
+
+@intrinsic
+def load_at(typingctx, a, i):
+    """``a[i]`` of an int64 array read with acquire order (no bounds check)."""
+    if not (isinstance(a, types.Array) and a.dtype == types.int64
+            and isinstance(i, types.Integer)):
+        return None
+
+    def codegen(context, builder, signature, args):
+        ary = context.make_array(signature.args[0])(context, builder, args[0])
+        idx = context.cast(builder, args[1], signature.args[1], types.int64)
+        return builder.load_atomic(builder.gep(ary.data, [idx]), "acquire", 8)
+
+    return types.int64(a, i), codegen
+
+
+@intrinsic
+def store_at(typingctx, a, i, v):
+    """``a[i] = v`` on an int64 array with release order (no bounds check)."""
+    if not (isinstance(a, types.Array) and a.dtype == types.int64
+            and isinstance(i, types.Integer) and isinstance(v, types.Integer)):
+        return None
+
+    def codegen(context, builder, signature, args):
+        ary = context.make_array(signature.args[0])(context, builder, args[0])
+        idx = context.cast(builder, args[1], signature.args[1], types.int64)
+        val = context.cast(builder, args[2], signature.args[2], types.int64)
+        builder.store_atomic(val, builder.gep(ary.data, [idx]), "release", 8)
+        return context.get_dummy_value()
+
+    return types.void(a, i, v), codegen

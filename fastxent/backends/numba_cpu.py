@@ -45,6 +45,7 @@ import contextlib
 import math
 import os
 import threading
+import time
 
 import ml_dtypes
 import numba as nb
@@ -67,7 +68,10 @@ from ._numba_math import (
     flogsum,
     imax32,
     imin_where32,
+    load_at,
+    load_claims,
     load_done,
+    load_posted,
     mark_done,
     max_acc,
     max_init,
@@ -75,6 +79,7 @@ from ._numba_math import (
     nonfinite,
     rowmax,
     rowmax_finite,
+    store_at,
     tb_acc,
     tb_init,
     tb_le_one,
@@ -157,51 +162,67 @@ def _add_loss(counts, bins, wl):
 
 
 @nb.njit(cache=True)
-def _reduce_slots(counts_t, bins_t, first_bad_t):
-    """The threads' state slices as one: (counts, canonical limbs, first bad row or -1).
-    Adds into slot 0 and carries there in place (the slices are this call's scratch)."""
+def _reduce_slots(counts_t, limbs_t, first_bad_t):
+    """The threads' state slices as one: (counts, canonical limbs, first bad row or -1)."""
     counts = counts_t[0].copy()
-    bins = bins_t[0]
+    limbs = limbs_t[0].copy()
     fb = first_bad_t[0]
     for t in range(1, counts_t.shape[0]):
         counts += counts_t[t]
-        bins += bins_t[t]
+        limbs += limbs_t[t]
         f = first_bad_t[t]
         if f >= 0 and (fb < 0 or f < fb):
             fb = f
-    limbs = np.zeros((bins.shape[0], S.NLIMBS), dtype=np.int64)
-    _bins_to_limbs(bins, limbs)
+    for q in range(limbs.shape[0]):
+        for j in range(S.NLIMBS - 1):
+            c = limbs[q, j] >> S.LIMB_BITS
+            limbs[q, j] -= c << S.LIMB_BITS
+            limbs[q, j + 1] += c
     return counts, limbs, fb
 
 
-@nb.njit(cache=True)
-def _bins_to_limbs(bins, out):
-    """Carry per-quantity exponent bins (int64, any sign) into canonical 32-bit limbs; the
-    carries are done in ``bins`` itself (scratch)."""
+@nb.njit(nogil=True, cache=config.NUMBA_CACHE)
+def _drain_bins(bins, out):
+    """Carry one kernel call's exponent bins (nq, NBINS; int64, any sign) into canonical
+    32-bit limbs ``out`` (nq, NLIMBS) and zero the bins again, so that the launcher's scratch
+    bins need no clearing between calls (only the span a quantity used is carried and
+    cleared: a 64k-row batch touches a few dozen of its 2176 bins)."""
     nq = bins.shape[0]
     for q in range(nq):
         b = bins[q]
+        o = out[q]
+        for j in range(S.NLIMBS):
+            o[j] = 0
         used = 0
         for e in range(NBINS):  # vectorised: most quantities of a call are unused
             used |= b[e]
-        if used == 0:  # an unused quantity (e.g. weights of an unweighted call): limbs stay 0
+        if used == 0:
             continue
         lo = 0
         while b[lo] == 0:
             lo += 1
-        for e in range(lo, NBINS - _MANT_LO_BITS):
+        top = NBINS - 1
+        while b[top] == 0:
+            top -= 1
+        e = lo
+        while e <= top and e < NBINS - _MANT_LO_BITS:  # carries only move up, to e + 26
             c = b[e] >> _MANT_LO_BITS
-            b[e] -= c << _MANT_LO_BITS
-            b[e + _MANT_LO_BITS] += c
-        for j in range(S.NLIMBS):
+            if c != 0:
+                b[e] -= c << _MANT_LO_BITS
+                b[e + _MANT_LO_BITS] += c
+                top = max(top, e + _MANT_LO_BITS)
+            e += 1
+        for j in range(lo // S.LIMB_BITS, top // S.LIMB_BITS + 1):
             acc = 0
             for k in range(S.LIMB_BITS):
                 acc += b[j * S.LIMB_BITS + k] << k
-            out[q, j] = acc
+            o[j] = acc
+        for e in range(lo, top + 1):
+            b[e] = 0
         for j in range(S.NLIMBS - 1):
-            c = out[q, j] >> S.LIMB_BITS
-            out[q, j] -= c << S.LIMB_BITS
-            out[q, j + 1] += c
+            c = o[j] >> S.LIMB_BITS
+            o[j] -= c << S.LIMB_BITS
+            o[j + 1] += c
 
 
 # ============================================================================ row helpers
@@ -338,7 +359,7 @@ def _softmax_sparse(
     # constants
     one, ignore, has_ignore, has_sw, has_cw, cw_inside, ls, from_logits, renorm, eps, ks, any_tie,
     # outputs
-    want_rows, row_loss, row_correct, row_hits, counts, bins, first_bad, slot, ctr, bounds,
+    want_rows, row_loss, row_correct, row_hits, counts, bins, limbs, first_bad, slot, ctr, bounds,
 ):
     """Sparse softmax cross-entropy + accuracy + top-k over rows ``z[i*rs : i*rs + C]``.
 
@@ -508,6 +529,7 @@ def _softmax_sparse(
                 row_correct[i] = correct
                 for j in range(K):
                     row_hits[i, j] = hits[j]
+    _drain_bins(bn, limbs[slot])
     first_bad[slot] = fb
     mark_done(ctr)
 
@@ -735,7 +757,7 @@ def _softmax_sparse_small(
     # constants
     one, ignore, has_ignore, has_sw, has_cw, ls, from_logits, renorm, eps, ks, any_tie,
     # outputs
-    want_rows, row_loss, row_correct, row_hits, counts, bins, first_bad, slot, ctr, bounds,
+    want_rows, row_loss, row_correct, row_hits, counts, bins, limbs, first_bad, slot, ctr, bounds,
 ):
     """Sparse softmax for small C (<= SMALL_C): logits or probabilities, top-k, and label
     smoothing ``ls`` with logits (no class weights inside the rows).
@@ -906,6 +928,7 @@ def _softmax_sparse_small(
     cnt[CAT] += n_cat
     for e in range(NBINS):
         bn[X_LOSS, e] += banks[0, e] + banks[1, e]
+    _drain_bins(bn, limbs[slot])
     first_bad[slot] = fb
     mark_done(ctr)
 
@@ -948,7 +971,7 @@ def _softmax_dense(
     # constants
     one, has_sw, has_cw, cw_inside, ls, from_logits, renorm, eps, ks, any_tie, thr, sum1_tol,
     # outputs
-    want_rows, row_loss, row_correct, row_hits, counts, bins, first_bad, slot, ctr, bounds,
+    want_rows, row_loss, row_correct, row_hits, counts, bins, limbs, first_bad, slot, ctr, bounds,
 ):
     """Dense-label softmax: rows of ``z`` and of ``tl`` (same C, row strides rs / trs).
 
@@ -1139,6 +1162,7 @@ def _softmax_dense(
                 row_correct[i] = correct
                 for j in range(K):
                     row_hits[i, j] = hits[j]
+    _drain_bins(bn, limbs[slot])
     first_bad[slot] = fb
     mark_done(ctr)
 
@@ -1192,7 +1216,7 @@ def _softmax_dense_small(
     # constants
     one, has_sw, from_logits, renorm, eps, thr, sum1_tol,
     # outputs
-    want_rows, row_loss, row_correct, counts, bins, first_bad, slot, ctr, bounds,
+    want_rows, row_loss, row_correct, counts, bins, limbs, first_bad, slot, ctr, bounds,
 ):
     """Dense-label softmax for small C (<= SMALL_C): logits or probabilities, no smoothing, no
     class weights, no top-k. The tile scheme of ``_softmax_sparse_small`` applied to both
@@ -1376,6 +1400,7 @@ def _softmax_dense_small(
                     row_correct[i] = correct
     cnt[ELEM] += n_elem
     cnt[EXACT] += n_exact
+    _drain_bins(bn, limbs[slot])
     first_bad[slot] = fb
     mark_done(ctr)
 
@@ -1466,7 +1491,7 @@ def _sigmoid(
     # constants
     one, has_sw, plain, ls, from_logits, eps, log_floor, thr, want_cat, sum1_tol,
     # outputs
-    want_rows, row_loss, row_correct, row_elem, counts, bins, first_bad, slot, ctr, bounds,
+    want_rows, row_loss, row_correct, row_elem, counts, bins, limbs, first_bad, slot, ctr, bounds,
 ):
     """Sigmoid (binary / multilabel) cross-entropy + element-wise and exact-match accuracy.
 
@@ -1593,6 +1618,7 @@ def _sigmoid(
                 row_loss[i] = cast_like(wl, one)
                 row_correct[i] = exact
                 row_elem[i] = cast_like(er / C, one)
+    _drain_bins(bn, limbs[slot])
     first_bad[slot] = fb
     mark_done(ctr)
 
@@ -1643,7 +1669,7 @@ def _sigmoid_plain(
     # constants
     one, ls, eps, log_floor, thr, want_cat, sum1_tol,
     # outputs
-    counts, bins, first_bad, slot, ctr, bounds,
+    counts, bins, limbs, first_bad, slot, ctr, bounds,
 ):
     """``_sigmoid`` for its common case: logits, no pos_weight, column or sample weights, no
     per-row outputs. The row loop keeps only the vectorised pass over the row; its results go
@@ -1720,6 +1746,7 @@ def _sigmoid_plain(
                     z, tl, i, r, rs, trs, C, pw, colw, ls, True, eps, log_floor, thr, want_cat,
                     sum1_tol, lv, chk, tbad, cat, er, nbin, npos, st, cnt, fb, one)
                 _accumulate_sigmoid_row(cnt, bn, loss, 1.0, err, C, rcat, False)
+    _drain_bins(bn, limbs[slot])
     first_bad[slot] = fb
     mark_done(ctr)
 
@@ -1778,7 +1805,7 @@ def _sigmoid_small(
     # constants
     one, has_sw, plain, ls, from_logits, eps, log_floor, thr, want_cat, sum1_tol,
     # outputs
-    want_rows, row_loss, row_correct, row_elem, counts, bins, first_bad, slot, ctr, bounds,
+    want_rows, row_loss, row_correct, row_elem, counts, bins, limbs, first_bad, slot, ctr, bounds,
 ):
     """``_sigmoid`` for small C (<= SMALL_C; binary tasks are C = 1): the tile scheme of
     ``_softmax_dense_small``. Both tiles are transposed class-major, then label statistics,
@@ -1901,6 +1928,7 @@ def _sigmoid_small(
                     row_loss[i] = cast_like(wl, one)
                     row_correct[i] = exact_row
                     row_elem[i] = cast_like(err / C, one)
+    _drain_bins(bn, limbs[slot])
     first_bad[slot] = fb
     mark_done(ctr)
 
@@ -1960,7 +1988,6 @@ def _ones_or(a, C, one):
     return np.ascontiguousarray(a, dtype=type(one))
 
 
-_POOL = None
 _SMALL = 1 << 18  # below this many elements a call runs on the caller's thread only
 
 
@@ -2012,7 +2039,151 @@ def _wait_done(ctr, want, spins):
     return load_done(ctr) >= want
 
 
-_SPINS = 1 << 17  # ~0.1-0.3 ms of polling before blocking on the workers' futures
+@nb.njit(nogil=True, cache=config.NUMBA_CACHE)
+def _wait_job(sig, seen, slot, spins):
+    """A worker's wait for work: first record (``sig[4 + slot] = seen``) that it is back here,
+    GIL released, after job ``seen``; then spin until a newer job is posted on ``sig`` AND
+    the caller's own kernel call has claimed a block (so the caller has released the GIL,
+    which the worker then takes without waiting), or ``spins`` polls have passed."""
+    store_at(sig, 4 + slot, seen)
+    for _ in range(spins):
+        if load_posted(sig) != seen and load_claims(sig) >= 1:
+            return True
+    return False
+
+
+@nb.njit(nogil=True, cache=config.NUMBA_CACHE)
+def _wait_back(sig, num, nw, spins):
+    """The caller's wait (GIL released) until workers ``0 .. nw-1`` are all back in
+    ``_wait_job`` after job ``num`` (so their kernel calls are done and none of them still
+    needs the GIL), or ``spins`` polls have passed; True if they are."""
+    for _ in range(spins):
+        back = True
+        for w in range(nw):
+            back &= load_at(sig, 4 + w) == num
+        if back:
+            return True
+    return False
+
+
+@nb.njit(nogil=True, cache=config.NUMBA_CACHE)
+def _mark_done(ctr):
+    mark_done(ctr)
+
+
+_SPINS = 1 << 17  # ~0.1-0.3 ms of polling, then the caller sleeps between polls
+_IDLE_SPINS = 1 << 20  # a worker polls ~1-3 ms for the next job before it sleeps
+
+
+class _Pool:
+    """Worker threads that run their slots of each job posted by ``_parallel``.
+
+    Between jobs a worker spins for a while with the GIL released (``_wait_job``), then sleeps
+    on a condition. Waking a sleeping thread and handing it the GIL costs ~50-100 us on these
+    machines: with ``concurrent.futures`` that was paid on every call, ~10 % of a 64k x 10
+    batch. A spinning worker sees the next job at once and takes the GIL only once the
+    caller's kernel has started, so neither waits for the other. One job at a time: a second
+    Python thread calling while a job runs computes on its own thread (``try_run``).
+
+    Whatever happens to the caller (an error, KeyboardInterrupt while it waits), the pool is
+    released only when no worker is still running its job: a worker reads a job and records
+    that it took it under the GIL, and the caller cancels the job under the GIL, then waits
+    for the workers that took it (``_settle``)."""
+
+    def __init__(self):
+        # [0] claims, [1] done, [2] posted job number, [4 + w] last job worker w is back from
+        self.sig = np.zeros(4 + max(1, nb.config.NUMBA_NUM_THREADS), dtype=np.int64)
+        self.job = (0, None, None, None, 0)  # (number, kernel, args, bounds, workers in it)
+        self.error = None
+        self.lock = threading.Lock()
+        self.cond = threading.Condition()
+        self.sleeping = 0
+        self.threads = []
+        self.taken = []  # per worker: the number of the job it last took ...
+        self.finished = []  # ... and of the last one it finished
+
+    def _grow(self, n):
+        while len(self.threads) < n:
+            slot = len(self.threads)
+            self.taken.append(0)
+            self.finished.append(0)
+            t = threading.Thread(target=self._work, args=(slot,), daemon=True,
+                                 name=f"fastxent-{slot}")
+            t.start()
+            self.threads.append(t)
+
+    def _work(self, slot):
+        sig, seen = self.sig, 0
+        while True:
+            if not _wait_job(sig, seen, slot, _IDLE_SPINS):
+                with self.cond:
+                    self.sleeping += 1
+                    while int(sig[2]) == seen:
+                        self.cond.wait()
+                    self.sleeping -= 1
+                _wait_job(sig, seen, slot, _SPINS)  # let the caller's kernel start first
+            # the job as posted (its number may be ahead of sig[2]: take each number once)
+            num, kernel, args, bounds, nw = self.job
+            if num == seen:
+                continue
+            seen = num
+            if slot >= nw:
+                continue
+            self.taken[slot] = num
+            try:
+                kernel(*args, slot, sig, bounds)
+            except BaseException as exc:  # noqa: BLE001 - re-raised by the caller
+                self.error = exc
+                _mark_done(sig)
+            finally:
+                self.finished[slot] = num
+            del kernel, args, bounds
+
+    def try_run(self, kernel, args, T, bounds) -> bool:
+        """Run the job on the caller's thread and T - 1 workers; False (nothing run) if
+        another Python thread's job holds the pool."""
+        if not self.lock.acquire(blocking=False):
+            return False
+        num = 0
+        complete = False
+        try:
+            self._grow(T - 1)
+            sig = self.sig
+            num = int(sig[2]) + 1
+            sig[0] = 0
+            sig[1] = 0
+            self.error = None
+            self.job = (num, kernel, args, bounds, T - 1)
+            sig[2] = num
+            if self.sleeping:
+                with self.cond:
+                    self.cond.notify_all()
+            kernel(*args, T - 1, sig, bounds)
+            while not _wait_back(sig, num, T - 1, _SPINS):
+                if not all(t.is_alive() for t in self.threads[:T - 1]):
+                    raise RuntimeError("a fastxent worker thread died; the call is incomplete")
+                time.sleep(20e-6)
+            complete = True
+            if self.error is not None:
+                raise self.error
+            return True
+        finally:
+            self._settle(num, complete)
+            self.lock.release()
+
+    def _settle(self, num, complete):
+        """Cancel job ``num`` for the workers that have not taken it (and drop its references
+        to the arrays); unless all its kernel calls are done (``complete``), wait for the
+        workers that took it."""
+        self.job = (num, None, None, None, 0)
+        if complete:
+            return
+        for slot in range(len(self.threads)):
+            while self.taken[slot] == num and self.finished[slot] != num:
+                time.sleep(20e-6)
+
+
+_POOL = None
 
 
 def _forget_pool_after_fork():
@@ -2029,44 +2200,32 @@ if hasattr(os, "register_at_fork"):  # POSIX
 
 def _parallel(kernel, args, T, n, C):
     """Run ``kernel(*args, slot, ctr, bounds)`` for slot in range(T), the caller's thread
-    taking the last slot: every call claims the next block ``bounds[k]:bounds[k+1]`` (k from
-    the shared counter ``ctr[0]``) until none is left, adds it into its own state slice
-    ``slot`` and marks itself done on ``ctr[1]``. Dynamic, so a worker that wakes late or runs
-    on a slower core does not hold the call up; the result does not depend on which thread
-    took which block (exact integer sums, per-row outputs).
-
-    The caller waits for the workers by polling ``ctr[1]`` with the GIL released: blocking on
-    their futures costs two thread wake-ups per call (the worker's, to take the GIL and set
-    the future; then the caller's), ~0.1 ms on these machines, which is most of the overhead
-    of streaming 64k-row batches. A worker's Python bookkeeping finishes after the call
-    returns. Only if the polls run out (a worker not scheduled, or failing before its kernel
-    ran) does the caller block on the futures, which re-raise any error."""
+    taking the last slot and the pool's workers the others: every call claims the next block
+    ``bounds[k]:bounds[k+1]`` (k from the shared counter ``ctr[0]``) until none is left, adds
+    it into its own state slice ``slot`` and marks itself done on ``ctr[1]``. Dynamic, so a
+    worker that starts late or runs on a slower core does not hold the call up; the result
+    does not depend on which thread took which block (exact integer sums, per-row outputs),
+    nor on whether the workers took part at all (another Python thread's job holding the
+    pool: the caller's call claims every block itself)."""
     global _POOL
-    ctr = np.zeros(2, dtype=np.int64)
     bounds = _block_bounds(n, C, T)
-    if T == 1:
-        kernel(*args, 0, ctr, bounds)
-        return
-    if _POOL is None or _POOL._max_workers < T - 1:
-        from concurrent.futures import ThreadPoolExecutor
-
-        _POOL = ThreadPoolExecutor(max_workers=T - 1, thread_name_prefix="fastxent")
-    futures = [_POOL.submit(kernel, *args, t, ctr, bounds) for t in range(T - 1)]
-    try:
-        kernel(*args, T - 1, ctr, bounds)
-    finally:
-        if not _wait_done(ctr, T, _SPINS):
-            for f in futures:
-                f.result()
+    if T > 1:
+        if _POOL is None:
+            _POOL = _Pool()
+        if _POOL.try_run(kernel, args, T, bounds):
+            return
+    kernel(*args, T - 1, np.zeros(3, dtype=np.int64), bounds)
 
 
 _SCRATCH = threading.local()
 
 
 def _scratch(T: int, nq: int, nc: int):
-    """Zeroed state slices for one call, (T, nc) counts, (T, nq, NBINS) bins and (T,)
-    first-bad rows, reused by each Python thread: freshly allocated bins (100+ KB) cost page
-    faults on every call, ~100 us on a 64k-row batch."""
+    """State slices for one call, reused by each Python thread: zeroed (T, nc) counts,
+    (T, nq, NBINS) exponent bins that are all zero between calls (every kernel call drains
+    and clears the bins it used, ``_drain_bins``), zeroed (T, nq, NLIMBS) limbs and (T,)
+    first-bad rows. Clearing or freshly allocating the 120 KB of bins per slot
+    cost ~60 us per call with cold caches, most of the overhead of streaming 64k-row batches."""
     cache = getattr(_SCRATCH, "bufs", None)
     if cache is None:
         cache = _SCRATCH.bufs = {}
@@ -2076,42 +2235,58 @@ def _scratch(T: int, nq: int, nc: int):
         if len(cache) >= 8:
             cache.clear()
         buf = cache[key] = (np.zeros((T, nc), dtype=np.int64),
-                            np.zeros((T, nq, NBINS), dtype=np.int64), np.empty(T, dtype=np.int64))
+                            np.zeros((T, nq, NBINS), dtype=np.int64),
+                            np.zeros((T, nq, S.NLIMBS), dtype=np.int64),
+                            np.empty(T, dtype=np.int64))
     else:
         buf[0].fill(0)
-        buf[1].fill(0)
-    buf[2].fill(-1)
+        buf[2].fill(0)
+    buf[3].fill(-1)
     return buf
 
 
-def _finish(counts_t, bins_t, first_bad_t, rows) -> Partial:
-    counts, limbs, fb = _reduce_slots(counts_t, bins_t, first_bad_t)
+def _drop_scratch(bins):
+    """Forget this thread's scratch holding ``bins`` (a call failed part-way: its bins may not
+    be clear)."""
+    cache = getattr(_SCRATCH, "bufs", None)
+    if cache is not None:
+        for k in [k for k, v in cache.items() if v[1] is bins]:
+            del cache[k]
+
+
+def _finish(counts_t, limbs_t, first_bad_t, rows) -> Partial:
+    counts, limbs, fb = _reduce_slots(counts_t, limbs_t, first_bad_t)
     return Partial(counts, limbs, *rows, first_bad=int(fb))
 
 
-def _run_blocks(n, arrays, launch, counts, bins, first_bad):
-    """Call ``launch(r0, r1, bufs, cnt, bn, fb)`` over row blocks, every 2-D array in ``arrays``
-    turned into a (buffer, row-stride) pair. When all arrays are readable in place there is one
-    block and the kernels write ``counts``/``bins``/``first_bad`` directly; otherwise (a strided
-    class axis) each block is copied, run into fresh state, and added in (exact integers)."""
+def _run_blocks(n, arrays, launch, counts, bins, limbs, first_bad):
+    """Call ``launch(r0, r1, bufs, cnt, bn, lb, fb)`` over row blocks, every 2-D array in
+    ``arrays`` turned into a (buffer, row-stride) pair. When all arrays are readable in place
+    there is one block and the kernels write the call's state slices directly; otherwise (a
+    strided class axis) each block is copied, run into fresh slices, and added in (exact
+    integers; the summed limbs are carried by ``_finish``)."""
     views = [_row_buffer(a) for a in arrays]
-    if all(v is not None for v in views):
-        launch(0, n, views, counts, bins, first_bad)
-        return
-    row_bytes = max(a.shape[1] * a.itemsize for a in arrays)
-    step = _block_rows(row_bytes)
-    for r0 in range(0, n, step):
-        r1 = min(n, r0 + step)
-        bufs = [_row_buffer(np.ascontiguousarray(a[r0:r1])) for a in arrays]
-        cnt, bn = np.zeros_like(counts), np.zeros_like(bins)
-        fb = np.full_like(first_bad, -1)
-        launch(r0, r1, bufs, cnt, bn, fb)
-        del bufs  # release this block before the next one is copied
-        counts[0] += cnt.sum(axis=0)
-        bins[0] += bn.sum(axis=0)
-        bad = fb[fb >= 0]
-        if bad.size and first_bad[0] < 0:
-            first_bad[0] = r0 + bad.min()
+    try:
+        if all(v is not None for v in views):
+            launch(0, n, views, counts, bins, limbs, first_bad)
+            return
+        row_bytes = max(a.shape[1] * a.itemsize for a in arrays)
+        step = _block_rows(row_bytes)
+        for r0 in range(0, n, step):
+            r1 = min(n, r0 + step)
+            bufs = [_row_buffer(np.ascontiguousarray(a[r0:r1])) for a in arrays]
+            cnt, lb = np.zeros_like(counts), np.zeros_like(limbs)
+            fb = np.full_like(first_bad, -1)
+            launch(r0, r1, bufs, cnt, bins, lb, fb)
+            del bufs  # release this block before the next one is copied
+            counts[0] += cnt.sum(axis=0)
+            limbs[0] += lb.sum(axis=0)
+            bad = fb[fb >= 0]
+            if bad.size and first_bad[0] < 0:
+                first_bad[0] = r0 + bad.min()
+    except BaseException:
+        _drop_scratch(bins)
+        raise
 
 
 def _block_rows(row_bytes: int) -> int:
@@ -2127,7 +2302,7 @@ def softmax_xent(logits: np.ndarray, labels: np.ndarray, opts: SoftmaxOptions) -
     z = _kernel_view(logits)
     K = len(opts.ks)
     T = _threads(n, C)
-    counts, bins, first_bad = _scratch(T, S.NX + K, S.NCOUNTS + K)
+    counts, bins, limbs, first_bad = _scratch(T, S.NX + K, S.NCOUNTS + K)
     sw = _f64_or_empty(opts.sample_weight)
     has_cw = opts.class_weight is not None
     cw64 = _f64_or_empty(opts.class_weight) if has_cw else _ones_or(None, C, np.float64(1.0))
@@ -2144,7 +2319,7 @@ def softmax_xent(logits: np.ndarray, labels: np.ndarray, opts: SoftmaxOptions) -
     small = (C <= SMALL_C and smooth_ok and (not opts.cw_inside or not has_cw)
              and not (opts.dense and (has_cw or K > 0)))
 
-    def launch(r0, r1, bufs, cnt, bn, fb):
+    def launch(r0, r1, bufs, cnt, bn, lb, fb):
         sl = slice(r0, r1)
         rows = (row_loss[sl] if opts.want_rows else row_loss,
                 row_correct[sl] if opts.want_rows else row_correct,
@@ -2155,14 +2330,14 @@ def softmax_xent(logits: np.ndarray, labels: np.ndarray, opts: SoftmaxOptions) -
             _parallel(_softmax_dense_small, (
                 zb, tb, swb, cw64, r1 - r0, C, rs, trs, one, sw.size > 0, opts.from_logits,
                 opts.renormalize, float(opts.eps), float(opts.thr), _sum1_tol(),
-                opts.want_rows, rows[0], rows[1], cnt, bn, fb), T, r1 - r0, C)
+                opts.want_rows, rows[0], rows[1], cnt, bn, lb, fb), T, r1 - r0, C)
         elif opts.dense:
             (zb, rs), (tb, trs) = bufs
             _parallel(_softmax_dense, (
                 zb, tb, swb, cw64, cw, r1 - r0, C, rs, trs, one, sw.size > 0, has_cw,
                 opts.cw_inside, float(opts.label_smoothing), opts.from_logits, opts.renormalize,
                 float(opts.eps), ks, opts.topk_any_tie, float(opts.thr), _sum1_tol(),
-                opts.want_rows, *rows, cnt, bn, fb), T, r1 - r0, C)
+                opts.want_rows, *rows, cnt, bn, lb, fb), T, r1 - r0, C)
         else:
             ((zb, rs),) = bufs
             yb = np.ascontiguousarray(labels[sl])
@@ -2174,7 +2349,7 @@ def softmax_xent(logits: np.ndarray, labels: np.ndarray, opts: SoftmaxOptions) -
                     zb, yb, swb, cw64, r1 - r0, C, rs, one,
                     np.int64(ign if ign is not None else 0), ign is not None, sw.size > 0,
                     has_cw, float(opts.label_smoothing), opts.from_logits, opts.renormalize,
-                    float(opts.eps), ks, opts.topk_any_tie, opts.want_rows, *rows, cnt, bn, fb),
+                    float(opts.eps), ks, opts.topk_any_tie, opts.want_rows, *rows, cnt, bn, lb, fb),
                     T, r1 - r0, C)
             else:
                 _parallel(_softmax_sparse, (
@@ -2182,12 +2357,12 @@ def softmax_xent(logits: np.ndarray, labels: np.ndarray, opts: SoftmaxOptions) -
                     np.int64(ign if ign is not None else 0), ign is not None, sw.size > 0,
                     has_cw, opts.cw_inside, float(opts.label_smoothing), opts.from_logits,
                     opts.renormalize, float(opts.eps), ks, opts.topk_any_tie, opts.want_rows,
-                    *rows, cnt, bn, fb), T, r1 - r0, C)
+                    *rows, cnt, bn, lb, fb), T, r1 - r0, C)
 
     if n and C:
-        _run_blocks(n, arrays, launch, counts, bins, first_bad)
+        _run_blocks(n, arrays, launch, counts, bins, limbs, first_bad)
     rows = (row_loss, row_correct, None, row_hits) if opts.want_rows else (None, None, None, None)
-    return _finish(counts, bins, first_bad, rows)
+    return _finish(counts, limbs, first_bad, rows)
 
 
 def sigmoid_xent(logits: np.ndarray, targets: np.ndarray, opts: SigmoidOptions) -> Partial:
@@ -2197,7 +2372,7 @@ def sigmoid_xent(logits: np.ndarray, targets: np.ndarray, opts: SigmoidOptions) 
     z = _kernel_view(logits)
     tl = _kernel_view(targets)
     T = _threads(n, C)
-    counts, bins, first_bad = _scratch(T, S.NX, S.NCOUNTS)
+    counts, bins, limbs, first_bad = _scratch(T, S.NX, S.NCOUNTS)
     sw = _f64_or_empty(opts.sample_weight)
     pw = _ones_or(opts.pos_weight, C, one)
     colw = _ones_or(opts.col_weight, C, one)
@@ -2207,7 +2382,7 @@ def sigmoid_xent(logits: np.ndarray, targets: np.ndarray, opts: SigmoidOptions) 
     lean = (C > SMALL_C and opts.from_logits and opts.pos_weight is None
             and opts.col_weight is None and not sw.size and not opts.want_rows)
 
-    def launch(r0, r1, bufs, cnt, bn, fb):
+    def launch(r0, r1, bufs, cnt, bn, lb, fb):
         sl = slice(r0, r1)
         rows = ((row_loss[sl], row_correct[sl], row_elem[sl]) if opts.want_rows
                 else (row_loss, row_correct, row_elem))
@@ -2217,19 +2392,19 @@ def sigmoid_xent(logits: np.ndarray, targets: np.ndarray, opts: SigmoidOptions) 
             _parallel(_sigmoid_plain, (
                 zb, tb, pw, colw, r1 - r0, C, rs, trs, one, float(opts.label_smoothing),
                 float(opts.eps), float(opts.log_floor), float(opts.thr), opts.want_cat,
-                _sum1_tol(), cnt, bn, fb), T, r1 - r0, C)
+                _sum1_tol(), cnt, bn, lb, fb), T, r1 - r0, C)
             return
         _parallel(_sigmoid_small if C <= SMALL_C else _sigmoid, (
             zb, tb, swb, pw, colw, r1 - r0, C, rs, trs, one, sw.size > 0,
             opts.pos_weight is None and opts.col_weight is None, float(opts.label_smoothing),
             opts.from_logits, float(opts.eps), float(opts.log_floor), float(opts.thr),
             opts.want_cat, _sum1_tol(),
-            opts.want_rows, *rows, cnt, bn, fb), T, r1 - r0, C)
+            opts.want_rows, *rows, cnt, bn, lb, fb), T, r1 - r0, C)
 
     if n and C:
-        _run_blocks(n, [z, tl], launch, counts, bins, first_bad)
+        _run_blocks(n, [z, tl], launch, counts, bins, limbs, first_bad)
     rows = (row_loss, row_correct, row_elem, None) if opts.want_rows else (None, None, None, None)
-    return _finish(counts, bins, first_bad, rows)
+    return _finish(counts, limbs, first_bad, rows)
 
 
 def _sum1_tol() -> float:

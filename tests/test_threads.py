@@ -1,0 +1,112 @@
+"""The CPU engine's worker threads: several Python threads calling at once, errors in a worker
+or in the caller's own share, and the exponent-bin scratch that must stay clear between calls.
+Results are compared with the same call made alone (exact integer states: same bits)."""
+
+from __future__ import annotations
+
+import threading
+
+import numba
+import numpy as np
+import pytest
+
+import fastxent as fx
+from fastxent.backends import SoftmaxOptions
+from fastxent.backends import numba_cpu as eng
+from fastxent.backends._numba_math import claim_block
+
+pytestmark = pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2,
+                                reason="one Numba thread: the CPU engine starts no workers")
+
+N, C = 40_000, 10  # 400k elements: the engine splits the rows across threads
+
+
+@pytest.fixture
+def two_threads():
+    before = numba.get_num_threads()
+    numba.set_num_threads(2)
+    yield
+    numba.set_num_threads(before)
+
+
+def _arrays(seed):
+    rng = np.random.default_rng(seed)
+    z = (rng.standard_normal((N, C)) * 3).astype(np.float32)
+    y = rng.integers(0, C, N)
+    return z, y
+
+
+def _state(m):
+    return m.count, float(m.loss).hex(), float(m.accuracy).hex()
+
+
+def test_python_threads_calling_at_once_get_their_own_results(two_threads):
+    data = [_arrays(s) for s in range(6)]
+    alone = [_state(fx.evaluate(z, y)) for z, y in data]
+    out = [None] * len(data)
+    errors = []
+    barrier = threading.Barrier(len(data))
+
+    def work(i):
+        try:
+            numba.set_num_threads(2)  # Numba's thread count is per Python thread
+            barrier.wait()
+            for _ in range(5):  # while other threads' jobs hold the pool, or not
+                r = _state(fx.evaluate(*data[i]))
+                assert out[i] is None or out[i] == r
+                out[i] = r
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(data))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not any(t.is_alive() for t in threads), "a call never returned"
+    assert not errors, errors
+    assert out == alone
+
+
+@numba.njit
+def _claim_one(sig):
+    return claim_block(sig)
+
+
+def _fake_kernel(fail_slot):
+    """A kernel with the launcher's calling convention that claims one block and raises in
+    ``fail_slot``."""
+
+    def kernel(slot, sig, bounds):
+        _claim_one(sig)
+        if slot == fail_slot:
+            raise ZeroDivisionError(f"failed in slot {slot}")
+        eng._mark_done(sig)
+
+    return kernel
+
+
+@pytest.mark.parametrize("fail_slot", [0, 1], ids=["worker", "caller"])
+def test_an_error_in_any_slot_reaches_the_caller_and_the_pool_stays_usable(two_threads,
+                                                                           fail_slot):
+    z, y = _arrays(7)
+    before = _state(fx.evaluate(z, y))
+    with pytest.raises(ZeroDivisionError, match=f"failed in slot {fail_slot}"):
+        eng._parallel(_fake_kernel(fail_slot), (), 2, N, C)
+    assert _state(fx.evaluate(z, y)) == before
+    eng._parallel(_fake_kernel(-1), (), 2, N, C)  # a clean job after the failed one
+
+
+def test_scratch_bins_are_clear_after_every_call(two_threads):
+    """The kernels drain the exponent bins they used, so the next call needs no clearing: a
+    call's result does not depend on what ran before it, in this thread's scratch."""
+    z, y = _arrays(8)
+    opts = SoftmaxOptions(ks=(1, 3))
+    first = eng.softmax_xent(z, y, opts)
+    big = eng.softmax_xent(z * 1e30, y, opts)  # other exponents, other bins
+    again = eng.softmax_xent(z, y, opts)
+    assert np.array_equal(first.exact, again.exact)
+    assert np.array_equal(first.counts, again.counts)
+    assert not np.array_equal(first.exact, big.exact)
+    for bufs in eng._SCRATCH.bufs.values():
+        assert not bufs[1].any()
