@@ -564,6 +564,7 @@ def test_fast_path_falls_back_on_batches_unlike_the_first(monkeypatch):
         (z[200:300].astype(np.float64), y[200:300]),       # another logits dtype
         (np.asfortranarray(z[300:400]), y[300:400]),       # Fortran order
         (z[400:500:1, :][:, ::-1][:, ::-1], y[400:500]),   # a view (same values)
+        (z[100:300:2], y[100:300:2]),                      # every other row: strided
         (torch.from_numpy(z[500:550]), torch.from_numpy(y[500:550])),  # torch CPU
         (z[550:600].reshape(5, 10, 7), y[550:600].reshape(5, 10)),     # leading axes
     ]

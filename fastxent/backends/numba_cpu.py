@@ -2295,116 +2295,185 @@ def _block_rows(row_bytes: int) -> int:
     return max(1, min(config.CPU_BLOCK_ROWS, config.CPU_BLOCK_BYTES // max(row_bytes, 1)))
 
 
-def softmax_xent(logits: np.ndarray, labels: np.ndarray, opts: SoftmaxOptions) -> Partial:
-    """Launch the sparse or dense softmax kernel over ``logits`` (N, C); see module docstring."""
-    n, C = logits.shape
-    one = _compute_one(logits.dtype, C)
-    z = _kernel_view(logits)
+class _Plan:
+    """What one call launches, built from its options: the kernel, a function that lays out
+    its arguments given one block's arrays, and the shapes of its state and per-row outputs.
+    ``softmax_xent`` / ``sigmoid_xent`` build one per call (``call``); a stream of batches
+    with the same options (``fx.Evaluator``'s fast path) builds one for the stream and feeds
+    each contiguous batch straight into its state (``add_into``)."""
+
+    __slots__ = ("kernel", "args", "C", "nq", "nc", "dense", "want_rows", "rdt", "hits", "K",
+                 "no_rows")
+
+    def __init__(self, kernel, args, C, nq, nc, dense, want_rows, rdt, hits, K):
+        self.kernel, self.args, self.C, self.nq, self.nc = kernel, args, C, nq, nc
+        self.dense, self.want_rows, self.rdt, self.hits, self.K = (
+            dense, want_rows, rdt, hits, K)
+        self.no_rows = self._rows(0)  # the kernels' row outputs when none are wanted
+
+    def _rows(self, m):
+        """Per-row outputs of m rows: loss, correct, then (softmax) top-k hits or (sigmoid)
+        the share of correct elements."""
+        third = (np.empty((m, self.K), np.bool_) if self.hits else np.empty(m, self.rdt))
+        return np.empty(m, self.rdt), np.empty(m, np.bool_), third
+
+    def call(self, logits, labels, sample_weight) -> Partial:
+        n, C = logits.shape
+        z = _kernel_view(logits)
+        T = _threads(n, C)
+        counts, bins, limbs, first_bad = _scratch(T, self.nq, self.nc)
+        sw = _f64_or_empty(sample_weight)
+        want_rows = self.want_rows
+        rows = self._rows(n) if want_rows else self.no_rows
+        arrays = [z, _kernel_view(labels)] if self.dense else [z]
+
+        def launch(r0, r1, bufs, cnt, bn, lb, fb):
+            sl = slice(r0, r1)
+            rw = tuple(r[sl] for r in rows) if want_rows else rows
+            swb = sw[sl] if sw.size else sw
+            if self.dense:
+                (zb, rs), (tb, trs) = bufs
+            else:
+                ((zb, rs),) = bufs
+                tb, trs = np.ascontiguousarray(labels[sl]), 0
+                if tb.dtype not in (np.int32, np.int64):
+                    tb = tb.astype(np.int64)
+            _parallel(self.kernel, self.args(zb, rs, tb, trs, swb, r1 - r0, rw,
+                                             (cnt, bn, lb, fb)), T, r1 - r0, C)
+
+        if n and C:
+            _run_blocks(n, arrays, launch, counts, bins, limbs, first_bad)
+        out = (None, None, None, None)
+        if want_rows:
+            out = (rows[0], rows[1], None, rows[2]) if self.hits else (*rows, None)
+        return _finish(counts, limbs, first_bad, out)
+
+    def add_into(self, logits, labels, acc_counts, acc_exact, validate):
+        """Run a C-contiguous batch (labels: contiguous int32/int64, or the dense targets'
+        contiguous rows) and add its state into ``acc_counts`` / ``acc_exact`` (raw limbs),
+        unless ``validate`` and it has a bad label; the first bad row or -1. None (nothing
+        run) for any other layout. No per-row outputs, no sample weights."""
+        n, C = logits.shape
+        if not logits.flags.c_contiguous or not labels.flags.c_contiguous:
+            return None
+        if self.dense:
+            tb, trs = _kernel_view(labels).reshape(-1), C
+        elif labels.dtype == np.int64 or labels.dtype == np.int32:
+            tb, trs = labels, 0
+        else:
+            return None
+        T = _threads(n, C)
+        st = _scratch(T, self.nq, self.nc)
+        if n and C:
+            try:
+                _parallel(self.kernel, self.args(_kernel_view(logits).reshape(-1), C, tb, trs,
+                                                 _NO_WEIGHTS, n, self.no_rows, st), T, n, C)
+            except BaseException:
+                _drop_scratch(st[1])
+                raise
+        return _reduce_into(st[0], st[2], st[3], acc_counts, acc_exact, validate)
+
+
+_NO_WEIGHTS = np.zeros(0, dtype=np.float64)
+
+
+@nb.njit(cache=True)
+def _reduce_into(counts_t, limbs_t, first_bad_t, acc_counts, acc_exact, validate):
+    """Add the threads' state slices into a stream's counts and raw limbs (unless
+    ``validate`` and a row had a bad label); the first bad row or -1."""
+    fb = -1
+    for t in range(first_bad_t.shape[0]):
+        f = first_bad_t[t]
+        if f >= 0 and (fb < 0 or f < fb):
+            fb = f
+    if validate and fb >= 0:
+        return fb
+    for t in range(counts_t.shape[0]):
+        acc_counts += counts_t[t]
+        acc_exact += limbs_t[t]
+    return fb
+
+
+def _softmax_plan(opts: SoftmaxOptions, C: int, dtype) -> _Plan:
+    one = _compute_one(dtype, C)
     K = len(opts.ks)
-    T = _threads(n, C)
-    counts, bins, limbs, first_bad = _scratch(T, S.NX + K, S.NCOUNTS + K)
-    sw = _f64_or_empty(opts.sample_weight)
     has_cw = opts.class_weight is not None
     cw64 = _f64_or_empty(opts.class_weight) if has_cw else _ones_or(None, C, np.float64(1.0))
     cw = _ones_or(opts.class_weight, C, one)
     ks = np.asarray(opts.ks, dtype=np.int64)
-    rdt = np.float64 if logits.dtype == np.float64 else np.float32
-    row_loss = np.empty(n if opts.want_rows else 0, dtype=rdt)
-    row_correct = np.empty(n if opts.want_rows else 0, dtype=np.bool_)
-    row_hits = np.empty((n if opts.want_rows else 0, K), dtype=np.bool_)
-    arrays = [z, _kernel_view(labels)] if opts.dense else [z]
     # tile kernels: dense labels without class weights, top-k or smoothing; sparse labels
     # with smoothing only from logits
     smooth_ok = opts.label_smoothing == 0.0 or (opts.from_logits and not opts.dense)
     small = (C <= SMALL_C and smooth_ok and (not opts.cw_inside or not has_cw)
              and not (opts.dense and (has_cw or K > 0)))
+    ls, eps, thr, tol = (float(opts.label_smoothing), float(opts.eps), float(opts.thr),
+                         _sum1_tol())
+    fl, rn, tie, wr, cwi = (opts.from_logits, opts.renormalize, opts.topk_any_tie,
+                            opts.want_rows, opts.cw_inside)
+    ign = np.int64(opts.ignore_index if opts.ignore_index is not None else 0)
+    has_ign = opts.ignore_index is not None
+    if opts.dense and small:
+        def args(zb, rs, tb, trs, swb, m, rows, st):
+            return (zb, tb, swb, cw64, m, C, rs, trs, one, swb.size > 0, fl, rn, eps, thr, tol,
+                    wr, rows[0], rows[1], *st)
+        kernel = _softmax_dense_small
+    elif opts.dense:
+        def args(zb, rs, tb, trs, swb, m, rows, st):
+            return (zb, tb, swb, cw64, cw, m, C, rs, trs, one, swb.size > 0, has_cw, cwi, ls,
+                    fl, rn, eps, ks, tie, thr, tol, wr, *rows, *st)
+        kernel = _softmax_dense
+    elif small:
+        def args(zb, rs, yb, trs, swb, m, rows, st):
+            return (zb, yb, swb, cw64, m, C, rs, one, ign, has_ign, swb.size > 0, has_cw, ls,
+                    fl, rn, eps, ks, tie, wr, *rows, *st)
+        kernel = _softmax_sparse_small
+    else:
+        def args(zb, rs, yb, trs, swb, m, rows, st):
+            return (zb, yb, swb, cw64, cw, m, C, rs, one, ign, has_ign, swb.size > 0, has_cw,
+                    cwi, ls, fl, rn, eps, ks, tie, wr, *rows, *st)
+        kernel = _softmax_sparse
+    rdt = np.float64 if dtype == np.float64 else np.float32
+    return _Plan(kernel, args, C, S.NX + K, S.NCOUNTS + K, opts.dense, wr, rdt, True, K)
 
-    def launch(r0, r1, bufs, cnt, bn, lb, fb):
-        sl = slice(r0, r1)
-        rows = (row_loss[sl] if opts.want_rows else row_loss,
-                row_correct[sl] if opts.want_rows else row_correct,
-                row_hits[sl] if opts.want_rows else row_hits)
-        swb = sw[sl] if sw.size else sw
-        if opts.dense and small:
-            (zb, rs), (tb, trs) = bufs
-            _parallel(_softmax_dense_small, (
-                zb, tb, swb, cw64, r1 - r0, C, rs, trs, one, sw.size > 0, opts.from_logits,
-                opts.renormalize, float(opts.eps), float(opts.thr), _sum1_tol(),
-                opts.want_rows, rows[0], rows[1], cnt, bn, lb, fb), T, r1 - r0, C)
-        elif opts.dense:
-            (zb, rs), (tb, trs) = bufs
-            _parallel(_softmax_dense, (
-                zb, tb, swb, cw64, cw, r1 - r0, C, rs, trs, one, sw.size > 0, has_cw,
-                opts.cw_inside, float(opts.label_smoothing), opts.from_logits, opts.renormalize,
-                float(opts.eps), ks, opts.topk_any_tie, float(opts.thr), _sum1_tol(),
-                opts.want_rows, *rows, cnt, bn, lb, fb), T, r1 - r0, C)
-        else:
-            ((zb, rs),) = bufs
-            yb = np.ascontiguousarray(labels[sl])
-            if yb.dtype not in (np.int32, np.int64):
-                yb = yb.astype(np.int64)
-            ign = opts.ignore_index
-            if small:
-                _parallel(_softmax_sparse_small, (
-                    zb, yb, swb, cw64, r1 - r0, C, rs, one,
-                    np.int64(ign if ign is not None else 0), ign is not None, sw.size > 0,
-                    has_cw, float(opts.label_smoothing), opts.from_logits, opts.renormalize,
-                    float(opts.eps), ks, opts.topk_any_tie, opts.want_rows, *rows, cnt, bn, lb, fb),
-                    T, r1 - r0, C)
-            else:
-                _parallel(_softmax_sparse, (
-                    zb, yb, swb, cw64, cw, r1 - r0, C, rs, one,
-                    np.int64(ign if ign is not None else 0), ign is not None, sw.size > 0,
-                    has_cw, opts.cw_inside, float(opts.label_smoothing), opts.from_logits,
-                    opts.renormalize, float(opts.eps), ks, opts.topk_any_tie, opts.want_rows,
-                    *rows, cnt, bn, lb, fb), T, r1 - r0, C)
 
-    if n and C:
-        _run_blocks(n, arrays, launch, counts, bins, limbs, first_bad)
-    rows = (row_loss, row_correct, None, row_hits) if opts.want_rows else (None, None, None, None)
-    return _finish(counts, limbs, first_bad, rows)
+def _sigmoid_plan(opts: SigmoidOptions, C: int, dtype) -> _Plan:
+    one = _compute_one(dtype, C)
+    pw = _ones_or(opts.pos_weight, C, one)
+    colw = _ones_or(opts.col_weight, C, one)
+    ls, eps, floor, thr, tol = (float(opts.label_smoothing), float(opts.eps),
+                                float(opts.log_floor), float(opts.thr), _sum1_tol())
+    fl, cat, wr = opts.from_logits, opts.want_cat, opts.want_rows
+    plain = opts.pos_weight is None and opts.col_weight is None
+    lean = C > SMALL_C and fl and plain and opts.sample_weight is None and not wr
+    if lean:
+        def args(zb, rs, tb, trs, swb, m, rows, st):
+            return (zb, tb, pw, colw, m, C, rs, trs, one, ls, eps, floor, thr, cat, tol, *st)
+        kernel = _sigmoid_plain
+    else:
+        def args(zb, rs, tb, trs, swb, m, rows, st):
+            return (zb, tb, swb, pw, colw, m, C, rs, trs, one, swb.size > 0, plain, ls, fl, eps,
+                    floor, thr, cat, tol, wr, *rows, *st)
+        kernel = _sigmoid_small if C <= SMALL_C else _sigmoid
+    rdt = np.float64 if dtype == np.float64 else np.float32
+    return _Plan(kernel, args, C, S.NX, S.NCOUNTS, True, wr, rdt, False, 0)
+
+
+def stream_plan(kind: str, opts, C: int, dtype) -> _Plan:
+    """A launch plan for a stream of batches with the same options, C and logits dtype
+    (``kind`` "softmax" or "sigmoid"); see ``_Plan.add_into``."""
+    return (_softmax_plan if kind == "softmax" else _sigmoid_plan)(opts, C, np.dtype(dtype))
+
+
+def softmax_xent(logits: np.ndarray, labels: np.ndarray, opts: SoftmaxOptions) -> Partial:
+    """Launch the sparse or dense softmax kernel over ``logits`` (N, C); see module docstring."""
+    plan = _softmax_plan(opts, logits.shape[1], logits.dtype)
+    return plan.call(logits, labels, opts.sample_weight)
 
 
 def sigmoid_xent(logits: np.ndarray, targets: np.ndarray, opts: SigmoidOptions) -> Partial:
     """Launch the sigmoid kernel over ``logits`` / ``targets`` (N, C); see module docstring."""
-    n, C = logits.shape
-    one = _compute_one(logits.dtype, C)
-    z = _kernel_view(logits)
-    tl = _kernel_view(targets)
-    T = _threads(n, C)
-    counts, bins, limbs, first_bad = _scratch(T, S.NX, S.NCOUNTS)
-    sw = _f64_or_empty(opts.sample_weight)
-    pw = _ones_or(opts.pos_weight, C, one)
-    colw = _ones_or(opts.col_weight, C, one)
-    rdt = np.float64 if logits.dtype == np.float64 else np.float32
-    m = n if opts.want_rows else 0
-    row_loss, row_correct, row_elem = (np.empty(m, rdt), np.empty(m, np.bool_), np.empty(m, rdt))
-    lean = (C > SMALL_C and opts.from_logits and opts.pos_weight is None
-            and opts.col_weight is None and not sw.size and not opts.want_rows)
-
-    def launch(r0, r1, bufs, cnt, bn, lb, fb):
-        sl = slice(r0, r1)
-        rows = ((row_loss[sl], row_correct[sl], row_elem[sl]) if opts.want_rows
-                else (row_loss, row_correct, row_elem))
-        (zb, rs), (tb, trs) = bufs
-        swb = sw[sl] if sw.size else sw
-        if lean:
-            _parallel(_sigmoid_plain, (
-                zb, tb, pw, colw, r1 - r0, C, rs, trs, one, float(opts.label_smoothing),
-                float(opts.eps), float(opts.log_floor), float(opts.thr), opts.want_cat,
-                _sum1_tol(), cnt, bn, lb, fb), T, r1 - r0, C)
-            return
-        _parallel(_sigmoid_small if C <= SMALL_C else _sigmoid, (
-            zb, tb, swb, pw, colw, r1 - r0, C, rs, trs, one, sw.size > 0,
-            opts.pos_weight is None and opts.col_weight is None, float(opts.label_smoothing),
-            opts.from_logits, float(opts.eps), float(opts.log_floor), float(opts.thr),
-            opts.want_cat, _sum1_tol(),
-            opts.want_rows, *rows, cnt, bn, lb, fb), T, r1 - r0, C)
-
-    if n and C:
-        _run_blocks(n, [z, tl], launch, counts, bins, limbs, first_bad)
-    rows = (row_loss, row_correct, row_elem, None) if opts.want_rows else (None, None, None, None)
-    return _finish(counts, limbs, first_bad, rows)
+    plan = _sigmoid_plan(opts, logits.shape[1], logits.dtype)
+    return plan.call(logits, targets, opts.sample_weight)
 
 
 def _sum1_tol() -> float:
