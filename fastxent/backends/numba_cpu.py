@@ -47,7 +47,6 @@ import os
 import threading
 import time
 
-import ml_dtypes
 import numba as nb
 import numpy as np
 
@@ -1935,14 +1934,18 @@ def _sigmoid_small(
 
 # ============================================================================ launchers
 
-_KERNEL_VIEW = {np.dtype(np.float16): np.int16, np.dtype(ml_dtypes.bfloat16): np.uint16,
-                np.dtype(np.bool_): np.uint8}
+_KERNEL_VIEW = {np.dtype(np.float16): np.int16, np.dtype(np.bool_): np.uint8}
 _ONES_CACHE: dict = {}
 
 
 def _kernel_view(a: np.ndarray) -> np.ndarray:
-    """Reinterpret float16 / bfloat16 / bool as the integer bit types the kernels widen."""
+    """Reinterpret float16 / bfloat16 / bool as the integer bit types the kernels widen.
+    bfloat16 is ml_dtypes' dtype, known here by name: whoever made the array has imported
+    ml_dtypes, and importing it here would cost every process ~1.4 s (ml_dtypes 0.7 on
+    these machines), most of the first call's time."""
     view = _KERNEL_VIEW.get(a.dtype)
+    if view is None and a.dtype.name == "bfloat16":
+        view = np.uint16
     return a.view(view) if view is not None else a
 
 
