@@ -1935,6 +1935,7 @@ def _sigmoid_small(
 # ============================================================================ launchers
 
 _KERNEL_VIEW = {np.dtype(np.float16): np.int16, np.dtype(np.bool_): np.uint8}
+_UNSEEN = object()
 _ONES_CACHE: dict = {}
 
 
@@ -1943,9 +1944,12 @@ def _kernel_view(a: np.ndarray) -> np.ndarray:
     bfloat16 is ml_dtypes' dtype, known here by name: whoever made the array has imported
     ml_dtypes, and importing it here would cost every process ~1.4 s (ml_dtypes 0.7 on
     these machines), most of the first call's time."""
-    view = _KERNEL_VIEW.get(a.dtype)
-    if view is None and a.dtype.name == "bfloat16":
-        view = np.uint16
+    dt = a.dtype
+    view = _KERNEL_VIEW.get(dt, _UNSEEN)
+    if view is _UNSEEN:  # dtype.name is slow (a Python property): look once per dtype
+        view = np.uint16 if dt.name == "bfloat16" else None
+        if len(_KERNEL_VIEW) < 64:
+            _KERNEL_VIEW[dt] = view
     return a.view(view) if view is not None else a
 
 
