@@ -1,4 +1,4 @@
-"""Shared fixtures: fixed seeds, the Hypothesis profile and the ``lib`` fixture.
+"""Shared fixtures: fixed seeds, the Hypothesis profile, ``two_threads`` and the ``lib`` fixture.
 
 ``lib`` runs a test once per array library: NumPy, torch (CPU tensors) and CuPy (marked
 ``gpu``; skipped cleanly where CuPy or a GPU is missing). Each value provides ``to_lib`` (NumPy
@@ -43,6 +43,17 @@ def _fixed_numpy_seed():
     """Legacy global NumPy seed, in case any code path draws from it."""
     np.random.seed(12345)
     yield
+
+
+@pytest.fixture
+def two_threads():
+    """Two Numba threads for the test (the engine's worker threads in use), restored after."""
+    import numba
+
+    before = numba.get_num_threads()
+    numba.set_num_threads(2)
+    yield
+    numba.set_num_threads(before)
 
 
 @pytest.fixture

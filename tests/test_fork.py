@@ -39,14 +39,6 @@ def _both():
             float(b.loss), float(b.accuracy), float(b.exact_match)]
 
 
-@pytest.fixture
-def two_threads():
-    before = numba.get_num_threads()
-    numba.set_num_threads(2)
-    yield
-    numba.set_num_threads(before)
-
-
 def test_forked_child_computes(two_threads):
     parent = _both()  # starts the engine's worker threads in this process
     ctx = mp.get_context("fork")

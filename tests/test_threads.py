@@ -21,14 +21,6 @@ pytestmark = pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2,
 N, C = 40_000, 10  # 400k elements: the engine splits the rows across threads
 
 
-@pytest.fixture
-def two_threads():
-    before = numba.get_num_threads()
-    numba.set_num_threads(2)
-    yield
-    numba.set_num_threads(before)
-
-
 def _arrays(seed):
     rng = np.random.default_rng(seed)
     z = (rng.standard_normal((N, C)) * 3).astype(np.float32)

@@ -35,8 +35,8 @@ loops, and nothing but the sums a row's loss needs in its exp pass.
 
 Exact sums: each row's float64 contribution ``v = m * 2**(e-1075)`` (53-bit integer m) is
 added as two integers (its low 26 and high 27 bits) into bins indexed by exponent; int64 bins
-cannot overflow before ~2**36 rows. After the kernel the bins are carried into the canonical
-32-bit limbs of :mod:`fastxent._state`.
+cannot overflow before ~2**36 rows. At its end each kernel call carries its bins into the
+canonical 32-bit limbs of :mod:`fastxent._state` and clears them.
 """
 
 from __future__ import annotations
