@@ -664,7 +664,7 @@ class _FastPath:
     the validation of options and shapes already checked (the options are fixed for the
     stream), and runs the engine's launch plan for the stream (built once from the options
     the first batch ran with), which adds a contiguous batch's state straight into the
-    evaluator's arrays: ~45 us per update in all on these machines, ~130 us with the caches
+    evaluator's arrays: ~40 us per update in all on these machines, 65-150 us with the caches
     cold after a 64k x 10 batch (the full path: ~90 and ~250). Any other batch, and any batch
     with a bad label (so that the full path raises its message; nothing of it is added),
     takes the full path (``run`` returns False)."""
