@@ -210,10 +210,7 @@ class Evaluator:
                 and fast.run(logits, labels, self._counts, self._exact)):
             self._rows += fast.n_rows(logits)
             self._updates += 1
-            self._raw += 1
-            if self._raw >= _RAW_LIMIT:
-                _carry(self._exact)
-                self._raw = 1
+            self._added_raw(1)
             return
         logits = _core._user_array(logits)
         labels = _core._user_array(labels)
@@ -395,6 +392,11 @@ class Evaluator:
         counts, exact = self._to_my_device(counts), self._to_my_device(exact)
         self._counts += counts
         self._exact += exact
+        self._added_raw(raw)
+
+    def _added_raw(self, raw) -> None:
+        """``raw`` more raw additions went into ``_exact``: carry before the limbs can grow
+        past 2**52."""
         self._raw += raw
         if self._raw >= _RAW_LIMIT:
             _carry(self._exact)

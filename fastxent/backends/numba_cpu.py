@@ -161,23 +161,40 @@ def _add_loss(counts, bins, wl):
 
 
 @nb.njit(cache=True)
-def _reduce_slots(counts_t, limbs_t, first_bad_t):
-    """The threads' state slices as one: (counts, canonical limbs, first bad row or -1)."""
-    counts = counts_t[0].copy()
-    limbs = limbs_t[0].copy()
-    fb = first_bad_t[0]
-    for t in range(1, counts_t.shape[0]):
-        counts += counts_t[t]
-        limbs += limbs_t[t]
+def _reduce_into(counts_t, limbs_t, first_bad_t, acc_counts, acc_exact, validate):
+    """Add the threads' state slices into a stream's counts and raw limbs (unless
+    ``validate`` and a row had a bad label); the first bad row or -1."""
+    fb = -1
+    for t in range(first_bad_t.shape[0]):
         f = first_bad_t[t]
         if f >= 0 and (fb < 0 or f < fb):
             fb = f
+    if validate and fb >= 0:
+        return fb
+    for t in range(counts_t.shape[0]):
+        acc_counts += counts_t[t]
+        acc_exact += limbs_t[t]
+    return fb
+
+
+@nb.njit(cache=True)
+def _reduce_slots(counts_t, limbs_t, first_bad_t):
+    """The threads' state slices as one: (counts, canonical limbs, first bad row or -1)."""
+    counts = np.zeros(counts_t.shape[1], dtype=np.int64)
+    limbs = np.zeros((limbs_t.shape[1], limbs_t.shape[2]), dtype=np.int64)
+    fb = _reduce_into(counts_t, limbs_t, first_bad_t, counts, limbs, False)
     for q in range(limbs.shape[0]):
-        for j in range(S.NLIMBS - 1):
-            c = limbs[q, j] >> S.LIMB_BITS
-            limbs[q, j] -= c << S.LIMB_BITS
-            limbs[q, j + 1] += c
+        _carry_limbs(limbs[q])
     return counts, limbs, fb
+
+
+@jit_inline
+def _carry_limbs(o):
+    """Raw limbs (NLIMBS,) to canonical form in place: limbs 0..NLIMBS-2 in [0, 2**32)."""
+    for j in range(S.NLIMBS - 1):
+        c = o[j] >> S.LIMB_BITS
+        o[j] -= c << S.LIMB_BITS
+        o[j + 1] += c
 
 
 @nb.njit(nogil=True, cache=config.NUMBA_CACHE)
@@ -218,10 +235,7 @@ def _drain_bins(bins, out):
             o[j] = acc
         for e in range(lo, top + 1):
             b[e] = 0
-        for j in range(S.NLIMBS - 1):
-            c = o[j] >> S.LIMB_BITS
-            o[j] -= c << S.LIMB_BITS
-            o[j + 1] += c
+        _carry_limbs(o)
 
 
 # ============================================================================ row helpers
@@ -2382,23 +2396,6 @@ class _Plan:
 
 
 _NO_WEIGHTS = np.zeros(0, dtype=np.float64)
-
-
-@nb.njit(cache=True)
-def _reduce_into(counts_t, limbs_t, first_bad_t, acc_counts, acc_exact, validate):
-    """Add the threads' state slices into a stream's counts and raw limbs (unless
-    ``validate`` and a row had a bad label); the first bad row or -1."""
-    fb = -1
-    for t in range(first_bad_t.shape[0]):
-        f = first_bad_t[t]
-        if f >= 0 and (fb < 0 or f < fb):
-            fb = f
-    if validate and fb >= 0:
-        return fb
-    for t in range(counts_t.shape[0]):
-        acc_counts += counts_t[t]
-        acc_exact += limbs_t[t]
-    return fb
 
 
 def _softmax_plan(opts: SoftmaxOptions, C: int, dtype) -> _Plan:
