@@ -42,3 +42,41 @@ def test_first_bad_row_across_blocks(small_blocks):
         fx.softmax_cross_entropy(z, y)
     m = fx.softmax_cross_entropy(z, y, validate=False, reduction="none")
     assert np.isnan(m.loss[50]) and np.isnan(m.loss[55]) and not m.correct[50]
+
+
+def _kernels():
+    from fastxent.backends import numba_cpu as K
+
+    return [K._softmax_sparse_small, K._softmax_dense_small, K._sigmoid_small, K._softmax_sparse,
+            K._softmax_dense, K._sigmoid, K._sigmoid_plain]
+
+
+@pytest.mark.parametrize("C", [10, 40])  # tile kernels and per-row kernels
+def test_read_only_inputs_share_the_compiled_kernels(tmp_path, C):
+    """A memory-mapped (read-only) input gives the same bits as a writeable one and runs the
+    same compiled kernel: no second compile per kernel for read-only arrays."""
+    rng = np.random.default_rng(5)
+    z = rng.standard_normal((70, C)).astype(np.float32)
+    y = rng.integers(0, C, 70)
+    t = (rng.random((70, C)) < 0.3).astype(np.float32)
+    sw, cw = rng.random(70), rng.random(C) + 0.5
+
+    def calls(z, y, t, sw, cw):
+        return [fx.softmax_cross_entropy(z, y, reduction="none"),
+                fx.softmax_cross_entropy(z, y, sample_weight=sw, class_weight=cw),
+                fx.softmax_cross_entropy(z, np.eye(C, dtype=np.float32)[y], reduction="none"),
+                fx.sigmoid_cross_entropy(z, t, reduction="none"),
+                fx.sigmoid_cross_entropy(z, t, pos_weight=cw, reduction="none")]
+
+    first = calls(z, y, t, sw, cw)
+    compiled = [len(k.signatures) for k in _kernels()]
+    frozen = []
+    for name, a in (("z", z), ("y", y), ("t", t), ("sw", sw), ("cw", cw)):
+        np.save(tmp_path / f"{name}.npy", a)
+        frozen.append(np.load(tmp_path / f"{name}.npy", mmap_mode="r"))
+        assert not frozen[-1].flags.writeable
+    second = calls(*frozen)
+    assert [len(k.signatures) for k in _kernels()] == compiled
+    for a, b in zip(first, second, strict=True):
+        np.testing.assert_array_equal(a.loss, b.loss)
+        assert int(a.count) == int(b.count)
