@@ -80,28 +80,46 @@ def nvrtc_compile(src: str, fname: str, names: list[str]) -> dict[str, str]:
 LOGITS = list(M.LOGITS_CT)
 
 
+# NVRTC takes ~2.5 s per instantiation here, so the lists below cover what NVRTC can get wrong
+# where nvcc does not (a header, macro or intrinsic missing from NVRTC's environment) without
+# the full product, which scripts/check_kernels.sh compiles with nvcc (FX_INSTANTIATE): every
+# pair of the layout switches (dense, row group, sample weights) once; every logits type with
+# sparse and with dense labels; every label type.
+_LAYOUTS = [(False, 0, False), (False, 1, True), (False, 32, True),
+            (True, 0, True), (True, 1, False), (True, 32, False)]
+# (logits, sparse label, dense label): each non-float32 type with both label kinds
+_TYPES = [("float64", "int32", "float64"), ("float16", "int64", "bool"),
+          ("bfloat16", "int64", "bfloat16"), ("float32", "int64", "float16")]
+
+
 def _softmax_names():
-    # every row-group layout and sample-weight switch on float32, every logits type on the
-    # common layout, every label type once (NVRTC time grows with the instantiations)
-    names = [M.softmax_name("float32", label, dense, group, sw)
-             for dense, label in ((False, "int64"), (True, "float32"))
-             for group in (0, 1, 32) for sw in (False, True)]
-    names += [M.softmax_name(lt, label, dense, 32, False)
-              for lt in LOGITS if lt != "float32"
-              for dense, label in ((False, "int64"), (True, "float32"))]
-    names += [M.softmax_name("float32", "int32", False, 32, False)]
-    names += [M.softmax_name("float32", t, True, 32, False)
-              for t in M.DENSE_LABEL_CT if t != "float32"]
+    names = [M.softmax_name("float32", "float32" if dense else "int64", dense, group, sw)
+             for dense, group, sw in _LAYOUTS]
+    for logits, sparse, dense in _TYPES:
+        if logits != "float32":
+            names.append(M.softmax_name(logits, sparse, False, 32, False))
+        names.append(M.softmax_name(logits, dense, True, 32, False))
     return names
 
 
 def _sigmoid_names():
     names = [M.sigmoid_name("float32", "float32", group, sw)
              for group in (0, 1, 32) for sw in (False, True)]
-    names += [M.sigmoid_name(lt, "float32", 32, False) for lt in LOGITS if lt != "float32"]
-    names += [M.sigmoid_name("float32", t, 32, False)
-              for t in M.DENSE_LABEL_CT if t != "float32"]
+    names += [M.sigmoid_name(logits, dense, 32, False) for logits, _, dense in _TYPES]
     return names
+
+
+def test_lists_cover_every_type_and_layout():
+    """The reduced lists still name every logits and label type and every layout switch."""
+    soft = _softmax_names()
+    for ct in (*M.LOGITS_CT.values(), *M.DENSE_LABEL_CT.values(), *M.SPARSE_LABEL_CT.values()):
+        assert any(f"<{ct}," in n or f", {ct}," in n for n in soft), ct
+    for dense, group, sw in _LAYOUTS:
+        assert any(n.endswith(f"{str(dense).lower()}, {group}, {str(sw).lower()}>")
+                   for n in soft)
+    sig = _sigmoid_names()
+    for ct in (*M.LOGITS_CT.values(), *M.DENSE_LABEL_CT.values()):
+        assert any(f"<{ct}," in n or f", {ct}," in n for n in sig), ct
 
 
 @pytest.mark.parametrize("fname,names", [
