@@ -436,9 +436,22 @@ def test_c1_and_c2(lib, rng):
 # -- dense one-hot == sparse: counts exactly, loss up to float rounding ---------------------------
 
 
-@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=FLOAT_IDS)
-@pytest.mark.parametrize("label_dtype", [np.float32, np.float64, np.bool_, np.int64, np.float16],
-                         ids=lambda d: np.dtype(d).name)
+# (logits, labels) pairs, not the full product: every label dtype with float32 logits, every
+# logits dtype with two label dtypes. Each pair compiles the dense kernels anew (~10 s of
+# Numba per pair on a cold cache: the product's 20 pairs were ~a fifth of CI's test time);
+# test_dense_label_dtypes covers every label dtype and the option tests every logits dtype.
+_DENSE_PAIRS = ([(np.dtype(np.float32), np.dtype(t))
+                 for t in (np.float32, np.float64, np.bool_, np.int64, np.float16)]
+                + [(np.dtype(np.float64), np.dtype(np.float64)),
+                   (np.dtype(np.float64), np.dtype(np.bool_)),
+                   (np.dtype(np.float16), np.dtype(np.float16)),
+                   (np.dtype(np.float16), np.dtype(np.float32)),
+                   (BF16, np.dtype(np.float32)), (BF16, np.dtype(np.int64))])
+
+
+@pytest.mark.parametrize("dtype,label_dtype", _DENSE_PAIRS,
+                         ids=[f"{t.name}-{FLOAT_IDS[FLOAT_DTYPES.index(d)]}"
+                              for d, t in _DENSE_PAIRS])
 def test_dense_one_hot_equals_sparse(lib, rng, dtype, label_dtype):
     """README: a one-hot dense label gives the sparse result; zero targets contribute exactly 0
     (the -inf logit below must not make the row NaN). The two kernels sum in different orders,
