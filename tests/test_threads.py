@@ -102,3 +102,40 @@ def test_scratch_bins_are_clear_after_every_call(two_threads):
     assert not np.array_equal(first.exact, big.exact)
     for bufs in eng._SCRATCH.bufs.values():
         assert not bufs[1].any()
+
+
+_SKIPPING_WORKER = """
+import time, weakref
+import numba
+import numpy as np
+import fastxent as fx
+numba.set_num_threads(3)
+rng = np.random.default_rng(0)
+z = rng.standard_normal((100_000, 10)).astype(np.float32)
+y = rng.integers(0, 10, 100_000)
+fx.softmax_cross_entropy(z, y)  # grows the pool to two workers
+numba.set_num_threads(2)  # later calls use one worker; the other skips their jobs
+held = 0
+for _ in range(5):
+    zi = z.copy()
+    w = weakref.ref(zi)
+    fx.softmax_cross_entropy(zi, y)
+    del zi
+    time.sleep(0.01)
+    held += w() is not None
+print(held)
+"""
+
+
+def test_a_worker_that_skips_a_job_does_not_keep_its_arrays():
+    """A pool grown for three threads, then calls on two: the idle worker reads each job and
+    skips it. It held the job's arguments (the caller's arrays) until the next job: 5 of 5
+    inputs stayed alive after their calls before the fix, 0 after."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, NUMBA_NUM_THREADS="3")
+    out = subprocess.run([sys.executable, "-c", _SKIPPING_WORKER], env=env, check=True,
+                         capture_output=True, text=True, timeout=300)
+    assert out.stdout.strip() == "0", out.stdout + out.stderr

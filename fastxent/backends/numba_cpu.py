@@ -1997,7 +1997,7 @@ def _row_buffer(a: np.ndarray):
 def _ro(a: np.ndarray) -> np.ndarray:
     """``a`` as a read-only view. Numba compiles a read-only array (a memory-mapped file, a
     frozen buffer) and a writeable one of the same dtype as two types, a separate kernel each
-    (4-9 s per kernel here); the kernels never write their inputs, so every input goes in
+    (4-12 s per kernel here); the kernels never write their inputs, so every input goes in
     read-only and one compiled kernel serves both."""
     if a.flags.writeable:
         a = a.view()
@@ -2156,14 +2156,20 @@ class _Pool:
                         self.cond.wait()
                     self.sleeping -= 1
                 _wait_job(sig, seen, slot, _SPINS)  # let the caller's kernel start first
-            # the job as posted (its number may be ahead of sig[2]: take each number once)
-            num, kernel, args, bounds, nw = self.job
-            if num == seen:
+            # the job as posted (its number may be ahead of sig[2]: take each number once).
+            # Its arrays are bound only while this worker runs it: a worker that skips a job
+            # (one that wants fewer workers than the pool has) must not keep the caller's
+            # arrays alive until the next job
+            job = self.job
+            num, nw = job[0], job[4]
+            if num == seen or slot >= nw:
+                seen = num
+                del job
                 continue
             seen = num
-            if slot >= nw:
-                continue
             self.taken[slot] = num
+            kernel, args, bounds = job[1], job[2], job[3]
+            del job
             try:
                 kernel(*args, slot, sig, bounds)
             except BaseException as exc:  # noqa: BLE001 - re-raised by the caller
@@ -2171,7 +2177,7 @@ class _Pool:
                 _mark_done(sig)
             finally:
                 self.finished[slot] = num
-            del kernel, args, bounds
+                del kernel, args, bounds
 
     def try_run(self, kernel, args, T, bounds) -> bool:
         """Run the job on the caller's thread and T - 1 workers; False (nothing run) if
@@ -2407,8 +2413,6 @@ class _Plan:
                 _drop_scratch(st[1])
                 raise
         return _reduce_into(st[0], st[2], st[3], acc_counts, acc_exact, validate)
-
-
 
 
 def _softmax_plan(opts: SoftmaxOptions, C: int, dtype) -> _Plan:
