@@ -1951,8 +1951,6 @@ def _sigmoid_small(
 _KERNEL_VIEW = {np.dtype(np.float16): np.int16, np.dtype(np.bool_): np.uint8}
 _UNSEEN = object()
 _ONES_CACHE: dict = {}
-_NO_WEIGHTS = np.zeros(0, dtype=np.float64)  # no sample weights (read-only, as every input)
-_NO_WEIGHTS.flags.writeable = False
 
 
 def _kernel_view(a: np.ndarray) -> np.ndarray:
@@ -1984,29 +1982,18 @@ def _row_buffer(a: np.ndarray):
     item = a.itemsize
     s0, s1 = a.strides
     if n == 0 or C == 0:
-        return _ro(np.zeros(1, dtype=a.dtype)), 0
+        return np.zeros(1, dtype=a.dtype), 0
     if a.flags.c_contiguous:
-        return _ro(a.reshape(-1)), C
+        return a.reshape(-1), C
     if (C > 1 and s1 != item) or s0 < 0 or s0 % item:
         return None
     rs = s0 // item if n > 1 else C
     length = (n - 1) * rs + C
-    return _ro(np.lib.stride_tricks.as_strided(a, shape=(length,), strides=(item,))), rs
-
-
-def _ro(a: np.ndarray) -> np.ndarray:
-    """``a`` as a read-only view. Numba compiles a read-only array (a memory-mapped file, a
-    frozen buffer) and a writeable one of the same dtype as two types, a separate kernel each
-    (4-12 s per kernel here); the kernels never write their inputs, so every input goes in
-    read-only and one compiled kernel serves both."""
-    if a.flags.writeable:
-        a = a.view()
-        a.flags.writeable = False
-    return a
+    return np.lib.stride_tricks.as_strided(a, shape=(length,), strides=(item,)), rs
 
 
 def _f64_or_empty(a):
-    return _NO_WEIGHTS if a is None else _ro(np.ascontiguousarray(a, dtype=np.float64))
+    return np.zeros(0, dtype=np.float64) if a is None else np.ascontiguousarray(a, dtype=np.float64)
 
 
 def _ones_or(a, C, one):
@@ -2017,9 +2004,9 @@ def _ones_or(a, C, one):
         if ones is None:
             if len(_ONES_CACHE) >= 8:
                 _ONES_CACHE.clear()
-            ones = _ONES_CACHE[key] = _ro(np.ones(C, dtype=type(one)))
+            ones = _ONES_CACHE[key] = np.ones(C, dtype=type(one))
         return ones
-    return _ro(np.ascontiguousarray(a, dtype=type(one)))
+    return np.ascontiguousarray(a, dtype=type(one))
 
 
 _SMALL = 1 << 18  # below this many elements a call runs on the caller's thread only
@@ -2378,7 +2365,6 @@ class _Plan:
                 tb, trs = np.ascontiguousarray(labels[sl]), 0
                 if tb.dtype not in (np.int32, np.int64):
                     tb = tb.astype(np.int64)
-                tb = _ro(tb)
             _parallel(self.kernel, self.args(zb, rs, tb, trs, swb, r1 - r0, rw,
                                              (cnt, bn, lb, fb)), T, r1 - r0, C)
 
@@ -2398,21 +2384,24 @@ class _Plan:
         if not logits.flags.c_contiguous or not labels.flags.c_contiguous:
             return None
         if self.dense:
-            tb, trs = _ro(_kernel_view(labels).reshape(-1)), C
+            tb, trs = _kernel_view(labels).reshape(-1), C
         elif labels.dtype == np.int64 or labels.dtype == np.int32:
-            tb, trs = _ro(labels), 0
+            tb, trs = labels, 0
         else:
             return None
         T = _threads(n, C)
         st = _scratch(T, self.nq, self.nc)
         if n and C:
             try:
-                _parallel(self.kernel, self.args(_ro(_kernel_view(logits).reshape(-1)), C, tb, trs,
+                _parallel(self.kernel, self.args(_kernel_view(logits).reshape(-1), C, tb, trs,
                                                  _NO_WEIGHTS, n, self.no_rows, st), T, n, C)
             except BaseException:
                 _drop_scratch(st[1])
                 raise
         return _reduce_into(st[0], st[2], st[3], acc_counts, acc_exact, validate)
+
+
+_NO_WEIGHTS = np.zeros(0, dtype=np.float64)
 
 
 def _softmax_plan(opts: SoftmaxOptions, C: int, dtype) -> _Plan:
