@@ -2329,11 +2329,11 @@ class _Plan:
     with the same options (``fx.Evaluator``'s fast path) builds one for the stream and feeds
     each contiguous batch straight into its state (``add_into``)."""
 
-    __slots__ = ("kernel", "args", "C", "nq", "nc", "dense", "want_rows", "rdt", "hits", "K",
+    __slots__ = ("kernel", "args", "nq", "nc", "dense", "want_rows", "rdt", "hits", "K",
                  "no_rows")
 
-    def __init__(self, kernel, args, C, nq, nc, dense, want_rows, rdt, hits, K):
-        self.kernel, self.args, self.C, self.nq, self.nc = kernel, args, C, nq, nc
+    def __init__(self, kernel, args, nq, nc, dense, want_rows, rdt, hits, K):
+        self.kernel, self.args, self.nq, self.nc = kernel, args, nq, nc
         self.dense, self.want_rows, self.rdt, self.hits, self.K = (
             dense, want_rows, rdt, hits, K)
         self.no_rows = self._rows(0)  # the kernels' row outputs when none are wanted
@@ -2443,7 +2443,7 @@ def _softmax_plan(opts: SoftmaxOptions, C: int, dtype) -> _Plan:
                     cwi, ls, fl, rn, eps, ks, tie, wr, *rows, *st)
         kernel = _softmax_sparse
     rdt = np.float64 if dtype == np.float64 else np.float32
-    return _Plan(kernel, args, C, S.NX + K, S.NCOUNTS + K, opts.dense, wr, rdt, True, K)
+    return _Plan(kernel, args, S.NX + K, S.NCOUNTS + K, opts.dense, wr, rdt, True, K)
 
 
 def _sigmoid_plan(opts: SigmoidOptions, C: int, dtype) -> _Plan:
@@ -2465,7 +2465,7 @@ def _sigmoid_plan(opts: SigmoidOptions, C: int, dtype) -> _Plan:
                     floor, thr, cat, tol, wr, *rows, *st)
         kernel = _sigmoid_small if C <= SMALL_C else _sigmoid
     rdt = np.float64 if dtype == np.float64 else np.float32
-    return _Plan(kernel, args, C, S.NX, S.NCOUNTS, True, wr, rdt, False, 0)
+    return _Plan(kernel, args, S.NX, S.NCOUNTS, True, wr, rdt, False, 0)
 
 
 def stream_plan(kind: str, opts, C: int, dtype) -> _Plan:
