@@ -111,3 +111,23 @@ def test_bench_quick_json(capsys):
         assert meas["numpy naive"]["agrees"], (w["workload"], meas["numpy naive"]["check"])
     s = report["summary"][0]
     assert s["best_peer"] in bench.PEERS and s["speedup_vs_best_peer"] > 0
+
+
+def test_time_cpu_sizes_its_samples_after_the_first_call():
+    """A first call that compiles (or loads Numba's cache) must not set how many calls a
+    sample holds: with it, a 0.1 ms call was timed as three single calls."""
+    import time
+
+    from fastxent.bench import time_cpu
+
+    calls = []
+
+    def fn():
+        time.sleep(0.2 if not calls else 0.0)  # the first call "compiles"
+        calls.append(1)
+        return 0
+
+    t = time_cpu(fn, lambda out: out, repeat=5)
+    assert len(t.samples_ms) == 5
+    assert t.number > 1
+    assert max(t.samples_ms) < 100  # no sample holds the compiling call
