@@ -46,10 +46,14 @@ def _fixed_numpy_seed():
 
 
 @pytest.fixture
-def two_threads():
-    """Two Numba threads for the test (the engine's worker threads in use), restored after."""
+def two_threads(monkeypatch):
+    """Two Numba threads for the test, restored after, and the engine's worker threads in use
+    for every call it splits (not only for large calls or calls in a row)."""
     import numba
 
+    from fastxent.backends import numba_cpu
+
+    monkeypatch.setattr(numba_cpu, "_WAKE", 0)
     before = numba.get_num_threads()
     numba.set_num_threads(2)
     yield

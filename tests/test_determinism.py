@@ -12,7 +12,10 @@ import fastxent as fx
 
 
 @pytest.fixture
-def restore_threads():
+def restore_threads(monkeypatch):
+    from fastxent.backends import numba_cpu
+
+    monkeypatch.setattr(numba_cpu, "_WAKE", 0)  # the workers take part in every split call
     before = numba.get_num_threads()
     yield
     numba.set_num_threads(before)

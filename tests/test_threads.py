@@ -109,6 +109,8 @@ import time, weakref
 import numba
 import numpy as np
 import fastxent as fx
+from fastxent.backends import numba_cpu
+numba_cpu._WAKE = 0  # the workers take part in every split call
 numba.set_num_threads(3)
 rng = np.random.default_rng(0)
 z = rng.standard_normal((100_000, 10)).astype(np.float32)
@@ -139,3 +141,60 @@ def test_a_worker_that_skips_a_job_does_not_keep_its_arrays():
     out = subprocess.run([sys.executable, "-c", _SKIPPING_WORKER], env=env, check=True,
                          capture_output=True, text=True, timeout=300)
     assert out.stdout.strip() == "0", out.stdout + out.stderr
+
+
+def _posted():
+    return int(eng._POOL.sig[2]) if eng._POOL is not None else 0
+
+
+def _workers_asleep(T):
+    """Start the pool's workers if needed and wait until they are asleep (they spin a few ms
+    after their last job)."""
+    import time
+
+    if eng._POOL is None:
+        eng._parallel(_fake_kernel(-1), (), T, N, C)  # creates the pool
+    with eng._POOL.lock:
+        eng._POOL._grow(T - 1)
+    deadline = time.monotonic() + 30
+    while not all(eng._POOL.asleep[:T - 1]):
+        assert time.monotonic() < deadline, "the workers never went to sleep"
+        time.sleep(0.005)
+
+
+def test_a_lone_mid_size_call_leaves_sleeping_workers_asleep(two_threads, monkeypatch):
+    """Below _WAKE elements, a call that comes alone while the workers sleep runs on the
+    caller's thread (waking one costs more than it gains); same bits as on two threads."""
+    monkeypatch.setattr(eng, "_WAKE", N * C + 1)
+    monkeypatch.setattr(eng, "_SMALL", 0)
+    z, y = _arrays(10)
+    both = eng.softmax_xent(z, y, SoftmaxOptions(ks=(1, 3)))
+    _workers_asleep(2)
+    eng._POOL.last = 0.0  # no call in the last _LOOP_GAP seconds
+    before = _posted()
+    alone = eng.softmax_xent(z, y, SoftmaxOptions(ks=(1, 3)))
+    assert _posted() == before, "a job was posted: the sleeping worker was woken"
+    assert np.array_equal(alone.counts, both.counts)
+    assert np.array_equal(alone.exact, both.exact)
+
+
+def test_calls_in_a_row_and_large_calls_use_the_workers(two_threads, monkeypatch):
+    """A call within _LOOP_GAP of the last one, or of _WAKE elements or more, posts its job
+    to the workers even when they sleep."""
+    monkeypatch.setattr(eng, "_SMALL", 0)
+    z, y = _arrays(11)
+    opts = SoftmaxOptions()
+    # in a row: the last call ended "just now" (a gap of 1000 s counts as in a row)
+    monkeypatch.setattr(eng, "_WAKE", N * C + 1)
+    monkeypatch.setattr(eng, "_LOOP_GAP", 1000.0)
+    _workers_asleep(2)
+    before = _posted()
+    eng.softmax_xent(z, y, opts)
+    assert _posted() == before + 1
+    # large: alone, workers asleep, but at least _WAKE elements
+    monkeypatch.setattr(eng, "_WAKE", N * C)
+    monkeypatch.setattr(eng, "_LOOP_GAP", 0.0)
+    _workers_asleep(2)
+    before = _posted()
+    eng.softmax_xent(z, y, opts)
+    assert _posted() == before + 1

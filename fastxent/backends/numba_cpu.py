@@ -2031,7 +2031,18 @@ def _ones_or(a, C, one):
     return np.ascontiguousarray(a, dtype=type(one))
 
 
-_SMALL = 1 << 18  # below this many elements a call runs on the caller's thread only
+# Below _SMALL elements a call runs on the caller's thread only. Below _WAKE it also does when
+# it comes alone (no call on several threads in the last _LOOP_GAP seconds) and its workers
+# are asleep (idle for a few ms): waking one and handing the GIL back and forth cost 1-3 ms
+# on the Zen 1 machines, more than a call this size gains from a second thread. The second of
+# two calls in a row wakes them, and in a loop of calls they stay awake; two threads then win
+# from ~2**17 elements. ``scripts/thread_threshold.py`` (Zen 1, 2026-12-05, median us, C = 10
+# / 1000): 2**18 elements in a loop 1113 / 578 on one thread, 999 / 447 on two; alone
+# (calls 10 ms apart) 1784 / 788 on one, 2782 / 3928 on two; 2**22 alone 17389 / 12196 on
+# one, 10191 / 7034 on two.
+_SMALL = 1 << 17
+_WAKE = 1 << 21
+_LOOP_GAP = 1e-3
 
 
 def _threads(n: int, C: int) -> int:
@@ -2116,6 +2127,10 @@ def _mark_done(ctr):
 
 _SPINS = 1 << 17  # ~0.1-0.3 ms of polling, then the caller sleeps between polls
 _IDLE_SPINS = 1 << 20  # a worker polls ~1-3 ms for the next job before it sleeps
+# the caller polls ~2-5 ms for its workers to finish before it sleeps between polls: a
+# sleeping caller wakes needing the GIL, which a worker may hold (a worker's wait after
+# sleep(20 us) took ~1 ms on the Zen 1 machines)
+_BACK_SPINS = 1 << 21
 
 
 class _Pool:
@@ -2141,6 +2156,8 @@ class _Pool:
         self.lock = threading.Lock()
         self.cond = threading.Condition()
         self.sleeping = 0
+        self.asleep = []  # per worker: waiting on ``cond`` (not spinning, not working)
+        self.last = 0.0  # perf_counter() when the last call of _parallel on T > 1 ended
         self.threads = []
         self.taken = []  # per worker: the number of the job it last took ...
         self.finished = []  # ... and of the last one it finished
@@ -2150,6 +2167,7 @@ class _Pool:
             slot = len(self.threads)
             self.taken.append(0)
             self.finished.append(0)
+            self.asleep.append(False)
             t = threading.Thread(target=self._work, args=(slot,), daemon=True,
                                  name=f"fastxent-{slot}")
             t.start()
@@ -2161,8 +2179,10 @@ class _Pool:
             if not _wait_job(sig, seen, slot, _IDLE_SPINS):
                 with self.cond:
                     self.sleeping += 1
+                    self.asleep[slot] = True
                     while int(sig[2]) == seen:
                         self.cond.wait()
+                    self.asleep[slot] = False
                     self.sleeping -= 1
                 _wait_job(sig, seen, slot, _SPINS)  # let the caller's kernel start first
             # the job as posted (its number may be ahead of sig[2]: take each number once).
@@ -2188,6 +2208,10 @@ class _Pool:
                 self.finished[slot] = num
                 del kernel, args, bounds
 
+    def awake(self, nw) -> bool:
+        """Whether workers ``0 .. nw-1`` exist and are not asleep (a hint: read unlocked)."""
+        return len(self.threads) >= nw and not any(self.asleep[:nw])
+
     def try_run(self, kernel, args, T, bounds) -> bool:
         """Run the job on the caller's thread and T - 1 workers; False (nothing run) if
         another Python thread's job holds the pool."""
@@ -2208,7 +2232,7 @@ class _Pool:
                 with self.cond:
                     self.cond.notify_all()
             kernel(*args, T - 1, sig, bounds)
-            while not _wait_back(sig, num, T - 1, _SPINS):
+            while not _wait_back(sig, num, T - 1, _BACK_SPINS):
                 if not all(t.is_alive() for t in self.threads[:T - 1]):
                     raise RuntimeError("a fastxent worker thread died; the call is incomplete")
                 time.sleep(20e-6)
@@ -2255,15 +2279,22 @@ def _parallel(kernel, args, T, n, C):
     worker that starts late or runs on a slower core does not hold the call up; the result
     does not depend on which thread took which block (exact integer sums, per-row outputs),
     nor on whether the workers took part at all (another Python thread's job holding the
-    pool: the caller's call claims every block itself)."""
+    pool, or a call under ``_WAKE`` elements finding them asleep: the caller's call claims
+    every block itself)."""
     global _POOL
     bounds = _block_bounds(n, C, T)
     if T > 1:
         if _POOL is None:
             _POOL = _Pool()
-        if _POOL.try_run(kernel, args, T, bounds):
+        now = time.perf_counter()
+        alone = n * C < _WAKE and now - _POOL.last > _LOOP_GAP and not _POOL.awake(T - 1)
+        _POOL.last = now
+        if not alone and _POOL.try_run(kernel, args, T, bounds):
+            _POOL.last = time.perf_counter()
             return
     kernel(*args, T - 1, np.zeros(3, dtype=np.int64), bounds)
+    if T > 1:
+        _POOL.last = time.perf_counter()
 
 
 _SCRATCH = threading.local()
