@@ -3,11 +3,12 @@ same arrays, in one process, calls alternating (old, new, old, new, ...), so tha
 shared machine hits both alike.
 
 The old engine is ``git show REV:fastxent/backends/numba_cpu.py`` written for the run into
-``fastxent/backends/_ab_old.py`` (git-ignored, removed at exit), so it uses the working tree's
-helpers (``_numba_math``, ``_state``); a change to those is not A/B'd by this script.
+``fastxent/backends/_ab_old.py``, with REV's ``_numba_math.py`` (the exp/log polynomials, bit
+casts) beside it as ``_ab_old_math.py`` when it differs from the working tree's (both
+git-ignored, removed at exit). Other helpers (``_state``, ``_jit``) are the working tree's.
 
 Printed per workload: the median of ``--repeat`` samples of each, old / new, and whether
-the two gave the same counts and the same exact loss sum, bit for bit.
+the two gave the same counts, and the same exact loss sum bit for bit.
 
 Run:  PYTHONPATH=. python scripts/ab_cpu.py HEAD~1 [--workload E_bce D_dense] [--threads 1 2]
       [--rows-div 4] [--chunk 65536]
@@ -38,12 +39,24 @@ from compute_floor import WORKLOADS as _MAIN  # noqa: E402  (the five CPU worklo
 # tile kernels' other two forms on A's shape (bench's "one-hot" variant)
 WORKLOADS = dict(_MAIN, A_4Mx10_onehot=(4_194_304, 10, "onehot"),
                  A_4Mx10_multihot=(4_194_304, 10, "multihot"))
-_OLD = os.path.join(os.path.dirname(new.__file__), "_ab_old.py")
+_DIR = os.path.dirname(new.__file__)
+_OLD = os.path.join(_DIR, "_ab_old.py")
+_OLD_MATH = os.path.join(_DIR, "_ab_old_math.py")
+
+
+def _show(rev: str, name: str) -> str:
+    return subprocess.run(["git", "show", f"{rev}:fastxent/backends/{name}"],
+                          check=True, capture_output=True, text=True).stdout
 
 
 def load_old(rev: str):
-    src = subprocess.run(["git", "show", f"{rev}:fastxent/backends/numba_cpu.py"],
-                         check=True, capture_output=True, text=True).stdout
+    src = _show(rev, "numba_cpu.py")
+    math_src = _show(rev, "_numba_math.py")
+    with open(os.path.join(_DIR, "_numba_math.py")) as f:
+        if f.read() != math_src:
+            with open(_OLD_MATH, "w") as g:
+                g.write(math_src)
+            src = src.replace("from ._numba_math import", "from ._ab_old_math import")
     with open(_OLD, "w") as f:
         f.write(src)
     return importlib.import_module("fastxent.backends._ab_old")
@@ -91,7 +104,8 @@ def main(argv=None):
             rows, C, labels = WORKLOADS[w]
             z, lab = make(max(1, rows // a.rows_div), C, labels, rng)
             po, pn = call(old, labels, z, lab, a.chunk), call(new, labels, z, lab, a.chunk)
-            same = (np.array_equal(po.counts, pn.counts) and np.array_equal(po.exact, pn.exact))
+            same = (f"same counts: {np.array_equal(po.counts, pn.counts)}, "
+                    f"same loss bits: {np.array_equal(po.exact, pn.exact)}")
             for T in a.threads:
                 nb.set_num_threads(T)
                 ts = {"old": [], "new": []}
@@ -104,10 +118,11 @@ def main(argv=None):
                 by = f", {a.chunk:,}-row calls" if a.chunk else ""
                 print(f"{w} ({z.shape[0]:,} x {C:,}{by}, {T} thread{'s' if T > 1 else ''}): "
                       f"old {o * 1e3:.1f} ms, new {n * 1e3:.1f} ms, old/new {o / n:.2f}x, "
-                      f"same counts and loss bits: {same}", flush=True)
+                      f"{same}", flush=True)
     finally:
-        if os.path.exists(_OLD):
-            os.remove(_OLD)
+        for path in (_OLD, _OLD_MATH):
+            if os.path.exists(path):
+                os.remove(path)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,87 @@
+"""The CPU kernels' float32 exp and log polynomials, compiled with the kernels' own flags
+(fastmath with reassociation), against float64 NumPy: every float32 loss and sigmoid term
+goes through them, so their error bounds are the engine's float32 floor."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fastxent.backends._jit import jit_rows
+from fastxent.backends._numba_math import exp32, exp32_nonpos, log32
+
+FLT_MIN = np.float32(1.17549435e-38)
+
+
+@jit_rows
+def _eval_exp(x, out, out_nonpos):  # pragma: no cover - compiled
+    for k in range(x.size):  # a loop LLVM vectorises, as in the kernels
+        out[k] = exp32(x[k])
+    for k in range(x.size):
+        v = x[k] if x[k] < np.float32(0.0) else np.float32(0.0)
+        out_nonpos[k] = exp32_nonpos(v)
+
+
+@jit_rows
+def _eval_log(x, out):  # pragma: no cover - compiled
+    for k in range(x.size):
+        out[k] = log32(x[k])
+
+
+def _ulps(got, ref):
+    """|got - ref| in units of the float32 spacing at ref (ref float64)."""
+    return np.abs(got.astype(np.float64) - ref) / np.spacing(np.abs(ref).astype(np.float32))
+
+
+@pytest.fixture(scope="module")
+def exp_points():
+    rng = np.random.default_rng(11)
+    return np.concatenate([
+        rng.uniform(-87.3, 88.3, 2_000_000),       # the whole normal range
+        -rng.random(500_000),                       # softmax terms near the max
+        rng.uniform(-1e-3, 1e-3, 200_000),
+        np.linspace(-87.3, 0.0, 300_001),           # every reduction interval n
+    ]).astype(np.float32)
+
+
+def test_exp32_is_within_two_ulps(exp_points):
+    """XNNPACK's rr2-p5 scheme: 1.97 ulp at most when measured (2026-12-05). The two-part
+    ln2 must survive fastmath: with the products folded into one, this was 4.7 ulp."""
+    x = exp_points
+    out, out_nonpos = np.empty_like(x), np.empty_like(x)
+    _eval_exp(x, out, out_nonpos)
+    ref = np.exp(x.astype(np.float64))
+    u = _ulps(out, ref)
+    assert u.max() <= 2.0, (u.max(), x[np.argmax(u)])
+    assert u.mean() <= 0.7, u.mean()
+    neg = x < 0
+    un = _ulps(out_nonpos[neg], ref[neg])
+    assert un.max() <= 2.0, (un.max(), x[neg][np.argmax(un)])
+
+
+def test_exp32_edges():
+    x = np.array([0.0, -0.0, -87.33654, -88.0, -1e30, 88.37626, 89.0, 1e30], np.float32)
+    out, out_nonpos = np.empty_like(x), np.empty_like(x)
+    _eval_exp(x, out, out_nonpos)
+    assert out[0] == out[1] == 1.0 and out_nonpos[0] == 1.0
+    # below the normal range: clamped to ~FLT_MIN, never 0, NaN or a subnormal
+    assert np.all(out[2:5] >= FLT_MIN) and np.all(out[2:5] < 1.0001 * FLT_MIN)
+    assert np.all(out_nonpos[2:5] >= FLT_MIN) and np.all(out_nonpos[2:5] < 1.0001 * FLT_MIN)
+    # above: clamped to exp(88.37626), finite
+    assert np.all(np.isfinite(out[5:])) and np.all(out[5:] == out[5])
+    assert out[5] == pytest.approx(np.exp(np.float64(x[5])), rel=3e-7)
+
+
+def test_log32_is_within_two_ulps():
+    rng = np.random.default_rng(12)
+    x = np.concatenate([np.exp(rng.uniform(-87.0, 88.0, 2_000_000)),
+                        rng.uniform(0.5, 2.0, 500_000)]).astype(np.float32)
+    out = np.empty_like(x)
+    _eval_log(x, out)
+    ref = np.log(x.astype(np.float64))
+    keep = np.abs(ref) > 1e-6  # near x = 1 the float32 input's own rounding dominates
+    u = _ulps(out[keep], ref[keep])
+    assert u.max() <= 2.0, (u.max(), x[keep][np.argmax(u)])
+    zero = np.zeros(1, np.float32)
+    _eval_log(zero, out[:1])
+    assert out[0] == -np.inf
