@@ -18,6 +18,7 @@ import math
 import numpy as np
 from llvmlite import ir
 from numba import types
+from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
 from ._jit import jit_inline
@@ -492,6 +493,51 @@ def imin_where32(typingctx, match, c, idx):
         return builder.select(lt, cand, iv)
 
     return types.int32(match, c, idx), codegen
+
+
+@intrinsic
+def _prefetch(typingctx, arr, idx):
+    """Hint the CPU to fetch ``arr[idx]``'s cache line into L2 (``llvm.prefetch``, read,
+    locality 2). A hint, not a load: it never faults and returns nothing; callers keep
+    ``idx`` in bounds all the same."""
+    if not isinstance(arr, types.Array) or not isinstance(idx, types.Integer):
+        return None
+
+    def codegen(context, builder, signature, args):
+        aryty = signature.args[0]
+        ary = context.make_array(aryty)(context, builder, args[0])
+        i = context.cast(builder, args[1], signature.args[1], types.intp)
+        ptr = cgutils.get_item_pointer(context, builder, aryty, ary, [i], wraparound=False,
+                                       boundscheck=False)
+        i8p = ir.IntType(8).as_pointer()
+        fnty = ir.FunctionType(ir.VoidType(), [i8p, _I32, _I32, _I32])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0")
+        builder.call(fn, [builder.bitcast(ptr, i8p), ir.Constant(_I32, 0),
+                          ir.Constant(_I32, 2), ir.Constant(_I32, 1)])
+        return context.get_dummy_value()
+
+    return types.none(arr, idx), codegen
+
+
+# rows of PREFETCH_MIN_BYTES to PREFETCH_MAX_BYTES are fetched one row ahead
+# (``prefetch_span``): hardware prefetchers stop at 4 KB pages, so each such row starts with
+# cold misses. Longer rows stream well on their own (8k x 32k float32: 0.95-1.10x with any
+# lead of 4 to 128 KB, noise); shorter ones share their pages with the next rows
+PREFETCH_MIN_BYTES = 1024
+PREFETCH_MAX_BYTES = 16384
+_PREFETCH_MAX_LINES = 256  # a bound on the hints of one call (16 KB)
+
+
+@jit_inline
+def prefetch_span(buf, lo, count):
+    """Prefetch ``buf[lo : lo + count]`` (1-D, clipped to the buffer), one hint per 64-byte
+    line and at most ``_PREFETCH_MAX_LINES`` of them: a row-loop kernel calls it for the next
+    row before it reads the current one, so that the next row's memory arrives while the
+    current row's exponentials are computed (B_256kx1000, 4 KB rows: 1.12-1.2x)."""
+    step = max(1, 64 // buf.itemsize)
+    hi = min(buf.size, lo + min(count, _PREFETCH_MAX_LINES * step))
+    for q in range(max(lo, 0), hi, step):
+        _prefetch(buf, q)
 
 
 _KEY_LOWEST = np.int32(-2147483648)

@@ -55,6 +55,8 @@ from .. import config
 from . import Partial, SigmoidOptions, SoftmaxOptions
 from ._jit import jit_inline, jit_rows
 from ._numba_math import (
+    PREFETCH_MAX_BYTES,
+    PREFETCH_MIN_BYTES,
     cast_like,
     claim_block,
     f32_abs_bits,
@@ -76,6 +78,7 @@ from ._numba_math import (
     max_init,
     max_value,
     nonfinite,
+    prefetch_span,
     rowmax,
     rowmax_finite,
     store_at,
@@ -408,6 +411,7 @@ def _softmax_sparse(
     """
     K = ks.shape[0]
     zero = one - one
+    pf = PREFETCH_MIN_BYTES <= C * z.itemsize <= PREFETCH_MAX_BYTES  # fetch rows ahead
     lsc = cast_like(ls, one)
     omls = one - lsc
     lsC = cast_like(ls / C, one)
@@ -441,6 +445,8 @@ def _softmax_sparse(
             swi = sw[i] if has_sw else 1.0
             base = np.int64(i) * rs
             zr = z[base:base + C]
+            if pf:  # the next row's lines arrive while this one computes
+                prefetch_span(z, base + rs, C)
             for j in range(K):
                 hits[j] = False
             correct = False
@@ -1016,6 +1022,7 @@ def _softmax_dense(
     """
     K = ks.shape[0]
     zero = one - one
+    pf = PREFETCH_MIN_BYTES <= C * z.itemsize <= PREFETCH_MAX_BYTES  # fetch rows ahead
     half = cast_like(0.5, one)
     lsc = cast_like(ls, one)
     omls = one - lsc
@@ -1045,6 +1052,9 @@ def _softmax_dense(
             tb = np.int64(i) * trs
             zr = z[base:base + C]
             tr = tl[tb:tb + C]
+            if pf:  # the next row's lines arrive while this one computes
+                prefetch_span(z, base + rs, C)
+                prefetch_span(tl, tb + trs, C)
             for j in range(K):
                 hits[j] = False
             correct = False
