@@ -2024,8 +2024,11 @@ def _row_buffer(a: np.ndarray):
     return np.lib.stride_tricks.as_strided(a, shape=(length,), strides=(item,)), rs
 
 
+_NO_WEIGHTS = np.zeros(0, dtype=np.float64)  # no sample weights (the kernels never write it)
+
+
 def _f64_or_empty(a):
-    return np.zeros(0, dtype=np.float64) if a is None else np.ascontiguousarray(a, dtype=np.float64)
+    return _NO_WEIGHTS if a is None else np.ascontiguousarray(a, dtype=np.float64)
 
 
 def _ones_or(a, C, one):
@@ -2293,18 +2296,16 @@ def _parallel(kernel, args, T, n, C):
     every block itself)."""
     global _POOL
     bounds = _block_bounds(n, C, T)
-    if T > 1:
-        if _POOL is None:
-            _POOL = _Pool()
-        now = time.perf_counter()
-        alone = n * C < _WAKE and now - _POOL.last > _LOOP_GAP and not _POOL.awake(T - 1)
-        _POOL.last = now
-        if not alone and _POOL.try_run(kernel, args, T, bounds):
-            _POOL.last = time.perf_counter()
-            return
-    kernel(*args, T - 1, np.zeros(3, dtype=np.int64), bounds)
-    if T > 1:
-        _POOL.last = time.perf_counter()
+    if T == 1:
+        kernel(*args, 0, np.zeros(3, dtype=np.int64), bounds)
+        return
+    if _POOL is None:
+        _POOL = _Pool()
+    alone = (n * C < _WAKE and time.perf_counter() - _POOL.last > _LOOP_GAP
+             and not _POOL.awake(T - 1))
+    if alone or not _POOL.try_run(kernel, args, T, bounds):
+        kernel(*args, T - 1, np.zeros(3, dtype=np.int64), bounds)
+    _POOL.last = time.perf_counter()
 
 
 _SCRATCH = threading.local()
@@ -2462,9 +2463,6 @@ class _Plan:
                 _drop_scratch(st[1])
                 raise
         return _reduce_into(st[0], st[2], st[3], acc_counts, acc_exact, validate)
-
-
-_NO_WEIGHTS = np.zeros(0, dtype=np.float64)
 
 
 def _softmax_plan(opts: SoftmaxOptions, C: int, dtype) -> _Plan:
