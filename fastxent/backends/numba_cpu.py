@@ -87,6 +87,7 @@ from ._numba_math import (
     tb_le_one,
     tb_max,
     tb_maybe_bad,
+    wide_vectors,
     widen,
     xt_acc,
     xt_init,
@@ -409,6 +410,7 @@ def _softmax_sparse(
     rs : row stride in elements; one : 1 in the compute dtype (selects float32/float64 math)
     counts : (T, NCOUNTS+K) int64; bins : (T, NX+K, NBINS) int64; first_bad : (T,) int64
     """
+    wide_vectors()  # 512-bit loops where the CPU has AVX-512
     K = ks.shape[0]
     zero = one - one
     pf = PREFETCH_MIN_BYTES <= C * z.itemsize <= PREFETCH_MAX_BYTES  # fetch rows ahead
@@ -586,6 +588,7 @@ def _load_tile(buf, a, i0, nr, rs, one):
     class-major tile ``buf[c, r]``, widened to the compute dtype of ``one``; the tile's
     remaining rows are zeros. Class-outer order: strided reads, contiguous writes (8.0 vs
     12.4 ms for 2M rows x 10 on one core, row-outer)."""
+    wide_vectors()
     zero = one - one
     base = np.int64(i0) * rs
     C = buf.shape[0]
@@ -621,6 +624,7 @@ def _load_tile(buf, a, i0, nr, rs, one):
 def _load_full_tile(buf, a, base, CC, one):
     """``_load_tile`` of a full tile of contiguous rows, ``CC`` (= C) a constant at the call
     site once LLVM inlines this."""
+    wide_vectors()
     for r in range(buf.shape[1]):
         for c in range(CC):
             buf[c, r] = cast_like(widen(a, base + np.int64(r * CC + c)), one)
@@ -636,6 +640,7 @@ def _exact_tile_sum(lv, nr):
     included) gives the same exact float64, and adding it to the bins equals adding the rows
     one by one. A tile that fails takes the per-row path; the result does not change.
     """
+    wide_vectors()
     hi = np.int32(0)
     lo = np.int32(_I32_MAX)
     off = 0
@@ -661,6 +666,7 @@ def _tile_max_argmax(buf, mx, ix, chk, tot, want_tot):
     non-finite values and, if ``want_tot``, the sum. Loops run to a runtime bound (the
     buffers' length): a constant trip count (TILE) makes LLVM unroll fully and then fail to
     vectorise the loops that call exp/log."""
+    wide_vectors()
     one = cast_like(1.0, mx[0])
     zero = one - one
     for r in range(mx.shape[0]):
@@ -696,6 +702,7 @@ def _tile_logits_sparse(buf, yf, mx, sm, neq, dy, sd, lv, omls, lsC):
     cancelling (L - z_y) + m), with label smoothing (``lsC = ls / C != 0``) the sum of the
     d_c ``sd`` (accumulated from the same d as the exp, as in ``_softmax_sparse``), and the
     row loss ``lv = L - (1 - ls) d_y - (ls / C) sd`` with ``L = log(neq + sm)``."""
+    wide_vectors()
     one = cast_like(1.0, mx[0])
     zero = one - one
     smooth = lsC != zero
@@ -735,6 +742,7 @@ def _tile_rank(buf, yf, zy, rk, any_tie):
     """Per tile row: the label's rank #{c: z_c > z_y} + #{c < y: z_c == z_y} (Keras
     ``any_tie``: the first term only), counted element-wise across the rows; rows with a bad
     label get some value (they take the per-row path)."""
+    wide_vectors()
     one = cast_like(1.0, zy[0])
     zero = one - one
     for r in range(zy.shape[0]):
@@ -772,6 +780,7 @@ def _tile_probs_sparse(buf, yf, py, tot, chk, lv, renorm, epsc):
     """Probabilities: p_y and the row loss ``lv = -log clip(p_y [/ sum p], eps, 1 - eps)``;
     a row whose sum is 0 or not finite is marked for the slow path (renormalising it gives
     NaN)."""
+    wide_vectors()
     one = cast_like(1.0, epsc)
     zero = one - one
     for r in range(py.shape[0]):
@@ -816,6 +825,7 @@ def _softmax_sparse_small(
     ``_softmax_sparse``; a row's loss is the same float32 value on both paths, so the result
     does not depend on the tiling.
     """
+    wide_vectors()  # 512-bit loops where the CPU has AVX-512
     zero = one - one
     buf = np.empty((C, TILE), dtype=type(one))
     mx = np.empty(TILE, dtype=type(one))
@@ -1020,6 +1030,7 @@ def _softmax_dense(
     the label statistics used for task detection (ONEHOT/SUM1/BINARY). A label row with a
     negative or non-finite value is bad: NaN loss, recorded in ``first_bad``.
     """
+    wide_vectors()  # 512-bit loops where the CPU has AVX-512
     K = ks.shape[0]
     zero = one - one
     pf = PREFETCH_MIN_BYTES <= C * z.itemsize <= PREFETCH_MAX_BYTES  # fetch rows ahead
@@ -1272,6 +1283,7 @@ def _softmax_dense_small(
     path, bad label rows are NaN and recorded in ``first_bad``.
     cw64 : (C,) float64 ones (the slow path's class weights).
     """
+    wide_vectors()  # 512-bit loops where the CPU has AVX-512
     zero = one - one
     half = cast_like(0.5, one)
     thrc = cast_like(thr, one)
@@ -1545,6 +1557,7 @@ def _sigmoid(
     ``want_cat``, only over one-hot label rows): first argmax of z is the label's 1. Targets
     outside [0, 1] or NaN make the row bad.
     """
+    wide_vectors()  # 512-bit loops where the CPU has AVX-512
     zero = one - one
     half = cast_like(0.5, one)
     lsc = cast_like(ls, one)
@@ -1712,6 +1725,7 @@ def _sig_plain_rows(z, tl, i0, nr, rs, trs, C, omls, ls2, thrc, lv, er, st, nbt,
     (one unsigned max over the bits) cannot clear the row. Nothing else happens in this row
     loop: with the label checks and CAT in it as well, the vectorised loop spilled more of its
     constants and E_bce-like rows (C = 100) ran 1.1-1.2x slower (same bits)."""
+    wide_vectors()
     zero = one - one
     half = cast_like(0.5, one)
     Cf = cast_like(np.int32(C), one)
@@ -1764,6 +1778,7 @@ def _sigmoid_plain(
     Rows that the cheap check cannot clear, and tiles that are not clean, take ``_sigmoid``'s
     per-row path. A row's loss is the float32 ``sl / C`` (as in ``_sigmoid_small``), so a
     clean tile's loss sum is exact in one float64 add. pw, colw: ones (the slow path's)."""
+    wide_vectors()  # 512-bit loops where the CPU has AVX-512
     zero = one - one
     omls = one - cast_like(ls, one)
     ls2 = cast_like(ls / 2.0, one)
@@ -1831,6 +1846,7 @@ def _sigmoid_plain(
 
 @jit_inline
 def _tile_sig_plain(x_c, t_c, sl, omls, ls2):
+    wide_vectors()
     zero = omls - omls
     for r in range(sl.shape[0]):
         x = x_c[r]
@@ -1841,6 +1857,7 @@ def _tile_sig_plain(x_c, t_c, sl, omls, ls2):
 
 @jit_inline
 def _tile_sig_logits(x_c, t_c, sl, pwc, cwc, omls, ls2):
+    wide_vectors()
     zero = omls - omls
     one = cast_like(1.0, omls)
     for r in range(sl.shape[0]):
@@ -1855,6 +1872,7 @@ def _tile_sig_logits(x_c, t_c, sl, pwc, cwc, omls, ls2):
 
 @jit_inline
 def _tile_sig_probs(x_c, t_c, sl, pwc, cwc, omls, ls2, epsc, floorc):
+    wide_vectors()
     one = cast_like(1.0, omls)
     hi_clip = one - epsc
     for r in range(sl.shape[0]):
@@ -1887,6 +1905,7 @@ def _sigmoid_small(
     Rows with a NaN/inf prediction take ``_sigmoid``'s IEEE slow path; bad target rows are
     NaN and recorded in ``first_bad``.
     """
+    wide_vectors()  # 512-bit loops where the CPU has AVX-512
     zero = one - one
     half = cast_like(0.5, one)
     lsc = cast_like(ls, one)
