@@ -8,13 +8,14 @@ import numpy as np
 import pytest
 
 from fastxent.backends._jit import jit_rows
-from fastxent.backends._numba_math import exp32, exp32_nonpos, log1p32, log32
+from fastxent.backends._numba_math import exp32, exp32_nonpos, log1p32, log32, wide_vectors
 
 FLT_MIN = np.float32(1.17549435e-38)
 
 
 @jit_rows
 def _eval_exp(x, out, out_nonpos):  # pragma: no cover - compiled
+    wide_vectors()  # as the kernels
     for k in range(x.size):  # a loop LLVM vectorises, as in the kernels
         out[k] = exp32(x[k])
     for k in range(x.size):
@@ -24,6 +25,7 @@ def _eval_exp(x, out, out_nonpos):  # pragma: no cover - compiled
 
 @jit_rows
 def _eval_log(x, out):  # pragma: no cover - compiled
+    wide_vectors()
     for k in range(x.size):
         out[k] = log32(x[k])
 
@@ -114,3 +116,42 @@ def test_log1p32_bound():
     got = np.empty_like(edge)
     _eval_log1p(edge, got)
     assert got[0] == -np.inf and got[1] == 0.0 and got[2] == 0.0
+
+
+
+def _exp_loop(x, out):  # pragma: no cover - compiled
+    for k in range(x.size):
+        out[k] = exp32_nonpos(-abs(x[k]))
+
+
+def _exp_loop_wide(x, out):  # pragma: no cover - compiled
+    wide_vectors()  # the loop must be in this function: helpers are vectorised on their own
+    for k in range(x.size):
+        out[k] = exp32_nonpos(-abs(x[k]))
+
+
+def test_wide_vectors_reach_the_machine_code():
+    """``wide_vectors()`` makes LLVM vectorise the calling function with 512-bit registers
+    on a CPU with AVX-512 (elsewhere it changes nothing): a freshly compiled loop (cached
+    code cannot be inspected) uses zmm registers with it, and gives the same values as
+    without it."""
+    import numba as nb
+    from llvmlite import binding as llvm
+
+    from fastxent import config
+
+    flags = dict(fastmath=config.FASTMATH_FLAGS, error_model="numpy")
+    plain = nb.njit(**flags)(_exp_loop)
+    wide = nb.njit(**flags)(_exp_loop_wide)
+    x = np.linspace(-80, 80, 4099, dtype=np.float32)
+    a, b = np.empty_like(x), np.empty_like(x)
+    plain(x, a)
+    wide(x, b)
+    np.testing.assert_array_equal(a, b)
+    asm = wide.inspect_asm(wide.signatures[0])
+    if nb.config.CPU_NAME or nb.config.CPU_FEATURES:
+        pytest.skip("NUMBA_CPU_NAME / NUMBA_CPU_FEATURES set: the target is not the host")
+    if llvm.get_host_cpu_features().get("avx512f", False):
+        assert "zmm" in asm
+    else:
+        assert "zmm" not in asm
