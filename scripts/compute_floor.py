@@ -6,10 +6,11 @@ in one process, with every Numba thread:
 * **read**: a parallel sum over the predictions and labels (what ``fastxent bench`` calls the
   read limit);
 * **exp floor**: a parallel loop that does nothing but fastxent's own vectorised float32
-  polynomial ``exp`` once per prediction (sigmoid: ``exp`` and ``log1p``, the element loss's two
-  transcendentals) and sums the results, with no max, no labels, no per-row work. Any kernel
-  that evaluates each element's exponential once with these polynomials needs at least this
-  long; it reads the predictions too, so it is ``max(read, compute)``, not their sum;
+  polynomial ``exp`` (at the kernels' vector width) once per prediction (sigmoid: ``exp``
+  and ``log1p``, the element loss's two transcendentals) and sums the results, with no
+  max, no labels, no per-row work. Any kernel that evaluates each element's exponential once
+  with these polynomials needs at least this long; it reads the predictions too, so it is
+  ``max(read, compute)``, not their sum;
 * **fastxent**: the public call ``fastxent bench`` times.
 
 Printed: median of ``--repeat`` samples (the two bounds: fastest sample), and fastxent's share
@@ -28,7 +29,7 @@ import numba as nb
 import numpy as np
 
 import fastxent as fx
-from fastxent.backends._numba_math import fexp_nonpos, flog1p_unit
+from fastxent.backends._numba_math import fexp_nonpos, flog1p_unit, wide_vectors
 
 _FM = {"reassoc", "contract", "arcp", "nsz"}
 # name: (rows, classes, labels)
@@ -60,6 +61,7 @@ def _floor_kernel(term):
         nblk = (n + 65535) // 65536
         acc = 0.0
         for b in nb.prange(nblk):
+            wide_vectors()  # as the kernels (lowered into the outlined loop body)
             lo = b * 65536
             hi = min(n, lo + 65536)
             zb = z[lo:hi]
