@@ -8,7 +8,14 @@ import numpy as np
 import pytest
 
 from fastxent.backends._jit import jit_rows
-from fastxent.backends._numba_math import exp32, exp32_nonpos, log1p32, log32, wide_vectors
+from fastxent.backends._numba_math import (
+    exp32,
+    exp32_nonpos,
+    log1p32,
+    log32,
+    transpose_rows,
+    wide_vectors,
+)
 
 FLT_MIN = np.float32(1.17549435e-38)
 
@@ -155,3 +162,37 @@ def test_wide_vectors_reach_the_machine_code():
         assert "zmm" in asm
     else:
         assert "zmm" not in asm
+
+
+@jit_rows
+def _transpose_tile(buf, a, base, one):  # pragma: no cover - compiled
+    C = buf.shape[0]  # literal class counts, as in the kernels' _load_tile
+    if C == 4:
+        transpose_rows(buf, a, base, 4, one)
+    elif C == 5:
+        transpose_rows(buf, a, base, 5, one)
+    elif C == 8:
+        transpose_rows(buf, a, base, 8, one)
+    elif C == 10:
+        transpose_rows(buf, a, base, 10, one)
+    elif C == 16:
+        transpose_rows(buf, a, base, 16, one)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("C", [4, 5, 8, 10, 16])
+def test_transpose_rows_is_an_exact_transpose(C, dtype):
+    """The small-C tile kernels' full-tile transpose: ``buf[c, r] = a[base + r*C + c]``, bit
+    for bit (float32: one wide load and shuffles per 16 rows; float64: the element loop),
+    from any offset, taking nothing from past the tile."""
+    rng = np.random.default_rng(C)
+    rows = 64
+    for base in (0, 3, C * 7 + 1):
+        a = rng.standard_normal(base + rows * C + 5).astype(dtype)
+        a[base + 17] = np.nan  # any bits pass through
+        a[base + rows * C:] = np.inf  # past the tile: must not be read into buf
+        buf = np.full((C, rows), -7.0, dtype=dtype)
+        _transpose_tile(buf, a, np.int64(base), dtype(1.0))
+        want = a[base:base + rows * C].reshape(rows, C).T
+        np.testing.assert_array_equal(buf.view(np.uint32 if dtype == np.float32 else np.uint64),
+                                      want.view(np.uint32 if dtype == np.float32 else np.uint64))

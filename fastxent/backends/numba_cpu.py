@@ -87,6 +87,7 @@ from ._numba_math import (
     tb_le_one,
     tb_max,
     tb_maybe_bad,
+    transpose_rows,
     wide_vectors,
     widen,
     xt_acc,
@@ -593,24 +594,25 @@ def _load_tile(buf, a, i0, nr, rs, one):
     base = np.int64(i0) * rs
     C = buf.shape[0]
     if nr == buf.shape[1] and rs == C and C <= 16:
-        # a full tile of contiguous rows: row-outer with the class count a constant, so
-        # that LLVM reads the tile as interleaved vectors (C = 10: 4.1 vs 11.7 ns per row
-        # on Zen 1, 1.18x for the whole sparse kernel; C = 5 and 16: 1.11x and 1.15x; 2, 7 and
-        # 32: 1.02-1.04x); a few common C, the rest take the loop below
+        # a full tile of contiguous rows, the class count a constant: float32 by a wide
+        # load and shuffles per 16 rows (transpose_rows; C = 10: 1.4 against 4.4 ns per row
+        # on the Intel Xeon), other dtypes row-outer, so that LLVM reads the tile as
+        # interleaved vectors (C = 10: 4.1 vs 11.7 ns per row on Zen 1 against the loop
+        # below); a few common C, the rest take the loop below
         if C == 4:
-            _load_full_tile(buf, a, base, 4, one)
+            transpose_rows(buf, a, base, 4, one)
             return
         if C == 5:
-            _load_full_tile(buf, a, base, 5, one)
+            transpose_rows(buf, a, base, 5, one)
             return
         if C == 8:
-            _load_full_tile(buf, a, base, 8, one)
+            transpose_rows(buf, a, base, 8, one)
             return
         if C == 10:
-            _load_full_tile(buf, a, base, 10, one)
+            transpose_rows(buf, a, base, 10, one)
             return
         if C == 16:
-            _load_full_tile(buf, a, base, 16, one)
+            transpose_rows(buf, a, base, 16, one)
             return
     for c in range(buf.shape[0]):
         bc = buf[c]
@@ -618,16 +620,6 @@ def _load_tile(buf, a, i0, nr, rs, one):
             bc[r] = cast_like(widen(a, base + np.int64(r) * rs + c), one)
         for r in range(nr, bc.shape[0]):
             bc[r] = zero
-
-
-@jit_inline
-def _load_full_tile(buf, a, base, CC, one):
-    """``_load_tile`` of a full tile of contiguous rows, ``CC`` (= C) a constant at the call
-    site once LLVM inlines this."""
-    wide_vectors()
-    for r in range(buf.shape[1]):
-        for c in range(CC):
-            buf[c, r] = cast_like(widen(a, base + np.int64(r * CC + c)), one)
 
 
 @jit_inline
