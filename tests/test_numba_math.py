@@ -196,3 +196,8 @@ def test_transpose_rows_is_an_exact_transpose(C, dtype):
         want = a[base:base + rows * C].reshape(rows, C).T
         np.testing.assert_array_equal(buf.view(np.uint32 if dtype == np.float32 else np.uint64),
                                       want.view(np.uint32 if dtype == np.float32 else np.uint64))
+    # a strided source (Numba layout "A") takes the element loop, not the wide load
+    a = rng.standard_normal(2 * (rows * C + 3)).astype(dtype)[::2]
+    buf = np.empty((C, rows), dtype=dtype)
+    _transpose_tile(buf, a, np.int64(3), dtype(1.0))
+    np.testing.assert_array_equal(buf, a[3:3 + rows * C].reshape(rows, C).T)

@@ -528,8 +528,10 @@ def wide_vectors(typingctx):
     has AVX-512 (the function attribute ``"prefer-vector-width"="512"``; no effect on a CPU
     without it). LLVM's x86 default prefers 256-bit vectors even on AVX-512 CPUs, for the
     clock drop of early AVX-512 parts; NumPy's own float32 exp/log run 512-bit there too.
-    Attributes belong to the function being compiled, not to inlined helpers: call it in
-    the kernel itself. Skipped (256-bit) if llvmlite stops accepting the attribute."""
+    Attributes belong to the function being compiled, and Numba vectorises each helper on
+    its own before LLVM inlines it: call it in every function whose loops should widen (the
+    row kernels and their helpers with hot loops). Skipped (256-bit) if llvmlite stops
+    accepting the attribute."""
 
     def codegen(context, builder, signature, args):
         try:
@@ -548,9 +550,9 @@ def _transpose16(typingctx, a, base, buf, r0, cc):
     shuffles (LLVM lowers them to permutes; on AVX-512, C = 10: 1.4 against 4.4 ns per row
     for LLVM's own vectorisation of the element loop, which left it scalar; the same on
     AVX2). The caller keeps ``a[base : base + 16 * CC]`` and ``buf[:CC, r0 : r0 + 16]`` in
-    bounds; ``buf`` is C-contiguous float32."""
+    bounds; ``a`` and ``buf`` are C-contiguous float32."""
     if not (isinstance(cc, types.IntegerLiteral) and isinstance(a, types.Array)
-            and a.dtype == types.float32 and isinstance(buf, types.Array)
+            and a.dtype == types.float32 and a.layout == "C" and isinstance(buf, types.Array)
             and buf.dtype == types.float32 and buf.ndim == 2 and buf.layout == "C"
             and isinstance(base, types.Integer) and isinstance(r0, types.Integer)):
         return None
@@ -589,8 +591,9 @@ def _ov_transpose_rows(buf, a, base, cc, one):
     """``buf[c, r] = a[base + r * CC + c]`` for every column r of ``buf`` (a multiple of 16)
     and c < CC (a literal int), widened to the dtype of ``one``: the full-tile transpose of
     the small-C tile kernels. float32 in and out: ``_transpose16``; other dtypes: the loop."""
-    if (isinstance(cc, types.IntegerLiteral) and a.dtype == types.float32
-            and buf.dtype == types.float32 and one == types.float32):
+    if (isinstance(cc, types.IntegerLiteral) and a.dtype == types.float32 and a.layout == "C"
+            and buf.dtype == types.float32 and buf.ndim == 2 and buf.layout == "C"
+            and one == types.float32):
         def impl_shuffle(buf, a, base, cc, one):
             for r0 in range(0, buf.shape[1], 16):
                 _transpose16(a, base + np.int64(r0 * cc), buf, np.int64(r0), cc)
