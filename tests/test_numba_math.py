@@ -125,7 +125,6 @@ def test_log1p32_bound():
     assert got[0] == -np.inf and got[1] == 0.0 and got[2] == 0.0
 
 
-
 def _exp_loop(x, out):  # pragma: no cover - compiled
     for k in range(x.size):
         out[k] = exp32_nonpos(-abs(x[k]))
