@@ -53,6 +53,7 @@ def _bitcast(src, dst):
 
 
 _I32 = ir.IntType(32)
+_I64 = ir.IntType(64)
 _F32 = ir.FloatType()
 f32_as_i32 = _bitcast(types.float32, types.int32)
 i32_as_f32 = _bitcast(types.int32, types.float32)
@@ -562,7 +563,6 @@ def _transpose16(typingctx, a, base, buf, r0, cc):
         aty, bty = signature.args[0], signature.args[2]
         src_ary = context.make_array(aty)(context, builder, args[0])
         dst_ary = context.make_array(bty)(context, builder, args[2])
-        i64 = ir.IntType(64)
         base_ = context.cast(builder, args[1], signature.args[1], types.int64)
         r0_ = context.cast(builder, args[3], signature.args[3], types.int64)
         src = cgutils.get_item_pointer(context, builder, aty, src_ary, [base_],
@@ -574,7 +574,7 @@ def _transpose16(typingctx, a, base, buf, r0, cc):
             mask = ir.Constant(ir.VectorType(_I32, 16), [r * CC + c for r in range(16)])
             col = builder.shuffle_vector(v, ir.Constant(wide, ir.Undefined), mask)
             dst = cgutils.get_item_pointer(context, builder, bty, dst_ary,
-                                           [ir.Constant(i64, c), r0_], wraparound=False,
+                                           [ir.Constant(_I64, c), r0_], wraparound=False,
                                            boundscheck=False)
             builder.store(col, builder.bitcast(dst, out.as_pointer()), align=4)
         return context.get_dummy_value()
@@ -880,9 +880,6 @@ def _ov_max_value(acc):
         return lambda acc: key_f32(acc)
     if acc == types.float64:
         return lambda acc: acc
-
-
-_I64 = ir.IntType(64)
 
 
 def _counter_intrinsic(name, op, slot, order, doc):
