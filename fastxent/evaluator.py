@@ -206,12 +206,13 @@ class Evaluator:
     def update(self, logits, labels, sample_weight=None) -> None:
         """Add a batch of rows (any number, zero included) to the running state."""
         fast = self._fast
-        if (fast is not None and sample_weight is None
-                and fast.run(logits, labels, self._counts, self._exact)):
-            self._rows += fast.n_rows(logits)
-            self._updates += 1
-            self._added_raw(1)
-            return
+        if fast is not None and sample_weight is None:
+            n = fast.run(logits, labels, self._counts, self._exact)
+            if n >= 0:
+                self._rows += n
+                self._updates += 1
+                self._added_raw(1)
+                return
         logits = _core._user_array(logits)
         labels = _core._user_array(labels)
         sample_weight = _core._user_array(sample_weight)
@@ -693,9 +694,6 @@ class _FastPath:
         self.softmax = run.state.kind == "softmax"
         self.plan = run.engine.stream_plan(run.state.kind, run.opts, self.C, self.ldt)
 
-    def n_rows(self, logits) -> int:
-        return Evaluator._rows_of(logits.shape)
-
     def _labels_ok(self, labels) -> bool:
         if self.ydt is None:  # the full path's dtype check, once
             name = dtype_name(labels)
@@ -706,24 +704,24 @@ class _FastPath:
             self.ydt, self.cast = labels.dtype, not self.softmax and V.is_integer_dtype(name)
         return labels.dtype == self.ydt
 
-    def run(self, logits, labels, counts, exact) -> bool:
-        """Add the batch into ``counts`` / ``exact`` (raw limbs); False if it must take the
-        full path."""
+    def run(self, logits, labels, counts, exact) -> int:
+        """Add the batch into ``counts`` / ``exact`` (raw limbs) and return its row count; -1
+        (nothing added) if it must take the full path."""
         if (not _host_array(logits) or not _host_array(labels)
                 or logits.dtype != self.ldt or logits.ndim != self.ndim):
-            return False
+            return -1
         C = self.C
         if self.softmax:
             if logits.shape[-1] != C or labels.shape != logits.shape[:-1]:
-                return False
+                return -1
         elif logits.ndim == 1:
             if labels.shape != logits.shape:
-                return False
+                return -1
         elif logits.ndim == 0 or logits.shape[-1] != C or not (
                 labels.shape == logits.shape or (C == 1 and labels.shape == logits.shape[:-1])):
-            return False
+            return -1
         if not self._labels_ok(labels):
-            return False
+            return -1
         n = logits.size // C
         z = logits.reshape(n, C)
         if self.softmax:
@@ -739,7 +737,7 @@ class _FastPath:
             if not (self.validate and fb >= 0):
                 counts += part.counts
                 exact += part.exact
-        return not (self.validate and fb >= 0)
+        return -1 if self.validate and fb >= 0 else n
 
 
 def _np_dtype(name: str):
