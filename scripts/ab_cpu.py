@@ -35,10 +35,15 @@ from fastxent.backends import numba_cpu as new
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from compute_floor import WORKLOADS as _MAIN  # noqa: E402  (the five CPU workloads)
 
-# name: (rows, classes, labels): the CPU workloads of shared/BENCHMARKS.md, and the small-C
-# tile kernels' other two forms on A's shape (bench's "one-hot" variant)
+# name: (rows, classes, labels): the CPU workloads of shared/BENCHMARKS.md, the small-C tile
+# kernels' other two forms on A's shape (bench's "one-hot" variant), and multi-hot rows of
+# other lengths
 WORKLOADS = dict(_MAIN, A_4Mx10_onehot=(4_194_304, 10, "onehot"),
-                 A_4Mx10_multihot=(4_194_304, 10, "multihot"))
+                 A_4Mx10_multihot=(4_194_304, 10, "multihot"),
+                 # the sigmoid kernels' other row sizes (E_bce's bytes: C = 40, 500, 1000)
+                 E_multihot_C40=(2_621_440, 40, "multihot"),
+                 E_multihot_C500=(209_715, 500, "multihot"),
+                 E_multihot_C1000=(104_857, 1000, "multihot"))
 _DIR = os.path.dirname(new.__file__)
 _OLD = os.path.join(_DIR, "_ab_old.py")
 _OLD_MATH = os.path.join(_DIR, "_ab_old_math.py")

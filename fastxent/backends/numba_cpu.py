@@ -606,9 +606,10 @@ def _load_tile(buf, a, i0, nr, rs, one):
     remaining rows are zeros. Class-outer order: strided reads, contiguous writes (8.0 vs
     12.4 ms for 2M rows x 10 on one core, row-outer). First it hints the next tile's rows
     into cache, so that they arrive while this one is computed. On the Intel Xeon
-    (``scripts/ab_cpu.py``, old / new alternating, one and two threads, 2-3 runs): A_4Mx10
-    0.95-1.10x, one-hot 1.06-1.08x, multi-hot 1.01-1.14x, the gains where the machine's
-    memory was slow; the same bits."""
+    (``scripts/ab_cpu.py``, old / new alternating, one and two threads, 1-4 runs): A_4Mx10
+    0.95-1.21x, one-hot 1.06-1.08x, multi-hot 1.01-1.14x; the same bits. (The same hints
+    4 rows ahead in the lean sigmoid pass gave E_bce 1.06-1.13x in one hour and 0.84-0.97x
+    in the next, C = 1000 0.80x: not kept.)"""
     wide_vectors()
     zero = one - one
     base = np.int64(i0) * rs
