@@ -81,8 +81,8 @@ _LIMB_MASK = (1 << LIMB_BITS) - 1
 def limbs_to_int(row) -> int:
     """Exact integer ``S`` (value times ``2**SCALE_BITS``) of one canonical or raw limb row."""
     total = 0
-    for j in np.flatnonzero(row):
-        total += int(row[j]) << (LIMB_BITS * int(j))
+    for j in row.nonzero()[0].tolist():  # not np.flatnonzero: 2.0 against 3.4 us a row
+        total += int(row[j]) << (LIMB_BITS * j)
     return total
 
 

@@ -2471,8 +2471,7 @@ def _run_blocks(n, arrays, launch, counts, bins, limbs, first_bad):
 
 
 def _block_rows(row_bytes: int) -> int:
-    from .. import config  # read at call time so tests can change it
-
+    # config's values are read at call time, so that tests can change them
     return max(1, min(config.CPU_BLOCK_ROWS, config.CPU_BLOCK_BYTES // max(row_bytes, 1)))
 
 
@@ -2627,19 +2626,38 @@ def stream_plan(kind: str, opts, C: int, dtype) -> _Plan:
 
 def softmax_xent(logits: np.ndarray, labels: np.ndarray, opts: SoftmaxOptions) -> Partial:
     """Launch the sparse or dense softmax kernel over ``logits`` (N, C); see module docstring."""
-    plan = _softmax_plan(opts, logits.shape[1], logits.dtype)
+    plan = _plan(_softmax_plan, opts, logits.shape[1], logits.dtype)
     return plan.call(logits, labels, opts.sample_weight)
 
 
 def sigmoid_xent(logits: np.ndarray, targets: np.ndarray, opts: SigmoidOptions) -> Partial:
     """Launch the sigmoid kernel over ``logits`` / ``targets`` (N, C); see module docstring."""
-    plan = _sigmoid_plan(opts, logits.shape[1], logits.dtype)
+    plan = _plan(_sigmoid_plan, opts, logits.shape[1], logits.dtype)
     return plan.call(logits, targets, opts.sample_weight)
 
 
-def _sum1_tol() -> float:
-    from .. import config
+_PLANS: dict = {}
 
+
+def _plan(build, opts, C: int, dtype) -> _Plan:
+    """``build(opts, C, dtype)``, kept for options that hold no weight arrays (hashable: the
+    usual call): a plan is read-only once built, and building one took ~9 us of a 256-row
+    call's ~90. Keyed on the options, C, dtype and every global the builders read (the
+    config's tolerance; SMALL_C, which tests change to compare the tile and row kernels)."""
+    try:
+        key = (build, opts, C, dtype, _sum1_tol(), SMALL_C)
+        plan = _PLANS.get(key)
+    except TypeError:  # an option holds an array: not hashable
+        return build(opts, C, dtype)
+    if plan is None:
+        plan = build(opts, C, dtype)
+        if len(_PLANS) >= 64:
+            _PLANS.clear()
+        _PLANS[key] = plan
+    return plan
+
+
+def _sum1_tol() -> float:
     return float(config.SUM_TO_ONE_TOL)
 
 
@@ -2655,6 +2673,8 @@ def asarray(x):
 
 def wrap(arr, like):
     """A NumPy result in the library of ``like`` (the caller's logits)."""
+    if isinstance(like, np.ndarray):  # the common case, without the import and the lookup
+        return arr
     from .._dispatch import from_numpy_like
 
     return from_numpy_like(arr, like)
