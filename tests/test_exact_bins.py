@@ -97,3 +97,46 @@ def test_a_call_cut_short_before_its_reader_leaves_nothing_for_the_next(monkeypa
     got = run()
     assert np.array_equal(got[0], want[0])
     assert np.array_equal(S.limbs_to_int(got[1][0]), S.limbs_to_int(want[1][0]))
+
+
+def _tile_of(exponents, rng):
+    """64 float32 values (mixed signs, some zeros) whose magnitudes take the given binades."""
+    e = rng.choice(np.asarray(exponents), 64)
+    v = np.ldexp(rng.uniform(1.0, 2.0, 64), e) * rng.choice([-1.0, 1.0], 64)
+    v[rng.random(64) < 0.1] = 0.0
+    return v.astype(np.float32)
+
+
+@pytest.mark.parametrize("span,parts", [(0, 1), (23, 1), (24, 2), (47, 2), (48, 3), (71, 3),
+                                        (72, 0), (100, 0)])
+def test_tile_sum_splits_wide_tiles_into_exact_windows(span, parts):
+    """A clean tile's loss sum is added as up to three float64 sums, each exact on its own
+    window of 24 binades below the largest magnitude; a tile spanning more than 71 binades is
+    refused (the per-row path). ``parts``: how many sums carry values (0: refused)."""
+    rng = np.random.default_rng(span)
+    top = 3
+    lv = _tile_of([top - span, top, top - span // 2], rng)
+    lv[0], lv[1] = np.float32(2.0**top), np.float32(2.0**(top - span))  # both ends present
+    s0, s1, s2, exact = eng._exact_tile_sum(lv, 64)
+    if parts == 0:
+        assert not exact
+        return
+    assert exact
+    want = sum((Fraction(float(v)) for v in lv), Fraction(0))
+    assert Fraction(s0) + Fraction(s1) + Fraction(s2) == want
+    assert sum(1 for s in (s0, s1, s2) if s != 0.0) == parts
+    # each part is exactly its window's values: nothing was rounded within a part
+    bits = np.abs(lv).view(np.int32) >> 23
+    hi = int(bits.max())
+    for k, s in enumerate((s0, s1, s2)):
+        top_e, low_e = hi - 24 * k, hi - 24 * k - 23
+        mine = lv[(bits <= top_e) & (bits >= low_e) & (lv != 0)]
+        assert Fraction(s) == sum((Fraction(float(v)) for v in mine), Fraction(0))
+
+
+@pytest.mark.parametrize("values", [[np.nan], [np.inf], [1e-40], [0.1]])
+def test_tile_sum_refuses_what_it_cannot_add_exactly(values):
+    """NaN, inf and subnormal losses, and float64 values that are not float32 values."""
+    lv = np.full(64, 1.5, dtype=np.float64 if values == [0.1] else np.float32)
+    lv[7] = values[0]
+    assert not eng._exact_tile_sum(lv, 64)[3]

@@ -186,6 +186,11 @@ def _tile_pattern(pattern, rng, n, C):
     if pattern == "peaked":  # loss ~ 1e-10 beside losses ~ 1: the tile sum would round
         z[rows] = 0.0
         z[rows, y[rows]] = 25.0
+    elif pattern in ("trained", "beyond"):  # confident rows (loss ~4e-17, 2**-54, or
+        # ~1e-34, 2**-113) beside random ones (up to ~10): a tile spanning 58 binades (the
+        # tile sum's three windows) or 116 (more than they cover: the per-row path)
+        z[rows] = 0.0
+        z[rows, y[rows]] = 40.0 if pattern == "trained" else 80.0
     elif pattern == "zero":  # exp(-200) underflows: loss exactly 0
         z[rows] = 0.0
         z[rows, y[rows]] = 200.0
@@ -205,7 +210,7 @@ def _tile_pattern(pattern, rng, n, C):
     return z, y
 
 
-_PATTERNS = ["normal", "peaked", "zero", "wide", "overflow", "probs"]
+_PATTERNS = ["normal", "peaked", "trained", "beyond", "zero", "wide", "overflow", "probs"]
 
 
 @pytest.mark.parametrize("pattern,dense", [(p, False) for p in _PATTERNS + ["ignored"]]
@@ -324,3 +329,4 @@ def test_sigmoid_tile_loss_sum_exact_and_independent_of_tiling(monkeypatch, patt
     rl = runs[0].row_loss.astype(np.float64)
     want = sum((Fraction(float(v)) for v in rl), Fraction(0))
     assert Fraction(S.limbs_to_int(runs[0].exact[S.X_LOSS]), 2**S.SCALE_BITS) == want
+

@@ -646,13 +646,20 @@ def _load_tile(buf, a, i0, nr, rs, one):
 
 @jit_inline
 def _exact_tile_sum(lv, nr):
-    """(s, exact): the float64 sum of ``lv[:nr]`` (nr <= TILE) and whether it is exact.
+    """(s0, s1, s2, exact): float64 sums of ``lv[:nr]`` (nr <= TILE) that add up to the
+    values' sum exactly, and whether they do (else the tile takes the per-row path; the
+    result does not change).
 
-    It is when every value is a finite float32 and the nonzero magnitudes span at most 23
-    binades: all values are then multiples of 2**(Emin - 23), every partial sum of at most 64
-    of them is below 2**(Emin + 30), 53 bits, so any summation order (the vectoriser's
-    included) gives the same exact float64, and adding it to the bins equals adding the rows
-    one by one. A tile that fails takes the per-row path; the result does not change.
+    Every value must be a finite float32 (subnormals excepted). A float64 sum of at most 64
+    such values is exact when their nonzero magnitudes span at most 23 binades: they are
+    then multiples of 2**(Emin - 23), every partial sum is below 2**(Emin + 30), 53 bits, so
+    any summation order (the vectoriser's included) gives the same exact float64, and adding
+    it to the bins equals adding the rows one by one. Wider tiles are split by magnitude
+    into three windows of 24 binades below the largest (``s0`` the top one), each summed
+    exactly on its own: a trained model's tile mixes confident rows (loss ~1e-7) with a
+    misclassified one (loss ~10), 27 binades, and sent its 64 rows down the per-row path
+    (C = 10, 95% of rows at loss ~1e-7: 13.8 against 5.6 ms for random logits). Spans over
+    71 binades still take the per-row path.
     """
     wide_vectors()
     hi = np.int32(0)
@@ -668,10 +675,26 @@ def _exact_tile_sum(lv, nr):
         lo = imin_where32(b != np.int32(0), b, lo)
         s += np.float64(v)
     if off != 0 or hi >= _ABS_INF32:
-        return s, False
+        return s, 0.0, 0.0, False
     if lo == _I32_MAX:  # all zero
-        return s, True
-    return s, lo >= _MIN_NORMAL32 and (hi >> 23) - (lo >> 23) <= 23
+        return s, 0.0, 0.0, True
+    span = (hi >> 23) - (lo >> 23)
+    if lo < _MIN_NORMAL32 or span > 71:
+        return s, 0.0, 0.0, False
+    if span <= 23:
+        return s, 0.0, 0.0, True
+    t1 = ((hi >> 23) - 23) << 23  # |v| bits at or above: the top window
+    t2 = t1 - (24 << 23)  # then the middle one; below it the bottom one
+    s0 = 0.0
+    s1 = 0.0
+    s2 = 0.0
+    for r in range(nr):
+        v = np.float64(lv[r])
+        b = f32_abs_bits(np.float32(lv[r]))
+        s0 += v if b >= t1 else 0.0
+        s1 += v if (b < t1 and b >= t2) else 0.0
+        s2 += v if b < t2 else 0.0
+    return s0, s1, s2, True
 
 
 @jit_inline
@@ -834,7 +857,7 @@ def _softmax_sparse_small(
     all run element-wise across the rows of the tile (no horizontal reductions); with top-k,
     the label's rank #{z_c > z_y} + #{c < y: z_c == z_y} too. 4. A clean
     tile (all labels valid and not ignored, all inputs finite, no weights) adds its loss sum
-    exactly in one step (``_exact_tile_sum``) and its counts; any other tile takes the
+    exactly in up to three steps (``_exact_tile_sum``) and its counts; any other tile takes the
     generic per-row code (NaN/inf rows: the IEEE slow path). Same semantics as
     ``_softmax_sparse``; a row's loss is the same float32 value on both paths, so the result
     does not depend on the tiling.
@@ -917,9 +940,11 @@ def _softmax_sparse_small(
                     ncat = zero
                     for r in range(nr):
                         ncat += ok[r]
-                    s, exact = _exact_tile_sum(lv, nr)
+                    s0, s1, s2, exact = _exact_tile_sum(lv, nr)
                     if exact:
-                        _bin_add(bn, X_LOSS, s)
+                        _bin_add(bn, X_LOSS, s0)
+                        _bin_add(bn, X_LOSS, s1)
+                        _bin_add(bn, X_LOSS, s2)
                         n_rows += nr - nign
                         n_cat += np.int64(ncat)
                         for j in range(K):
@@ -1265,10 +1290,12 @@ def _add_clean_tile(cnt, bn, lv, chk, tbad, cat, er, nbin, npos, st, nr, C, sum1
         nsum1 += 1 if abs(np.float64(st[r]) - 1.0) <= sum1_tol else 0
     if nch != zero:
         return False
-    s, exact = _exact_tile_sum(lv, nr)
+    s0, s1, s2, exact = _exact_tile_sum(lv, nr)
     if not exact:
         return False
-    _bin_add(bn, X_LOSS, s)
+    _bin_add(bn, X_LOSS, s0)
+    _bin_add(bn, X_LOSS, s1)
+    _bin_add(bn, X_LOSS, s2)
     cnt[CAT] += np.int64(ncat)
     cnt[ELEM] += np.int64(nerr)
     cnt[EXACT] += np.int64(nex)
