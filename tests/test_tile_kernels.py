@@ -10,6 +10,7 @@ the label statistics that task detection reads.
 
 from fractions import Fraction
 
+import numba as nb
 import numpy as np
 import pytest
 from tolerances import assert_loss_close
@@ -330,3 +331,56 @@ def test_sigmoid_tile_loss_sum_exact_and_independent_of_tiling(monkeypatch, patt
     want = sum((Fraction(float(v)) for v in rl), Fraction(0))
     assert Fraction(S.limbs_to_int(runs[0].exact[S.X_LOSS]), 2**S.SCALE_BITS) == want
 
+
+@nb.njit(cache=False)
+def _fused_pass(buf, yf, out):
+    mx, ix, chk, sm, neq, dy, lv = out
+    K.tile_logits_fused(buf.reshape(-1), yf, mx, ix, chk, sm, neq, dy, 10)
+    K._tile_row_loss(sm, neq, dy, lv)
+
+
+@nb.njit(cache=False)
+def _two_passes(buf, yf, out, tot, sd):
+    mx, ix, chk, sm, neq, dy, lv = out
+    one = mx[0] - mx[0] + 1
+    K._tile_max_argmax(buf, mx, ix, chk, tot, False)
+    K._tile_logits_sparse(buf, yf, mx, sm, neq, dy, sd, lv, one, one - one)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("special", ["none", "ties", "-inf", "nan", "inf", "huge", "peaked"])
+def test_fused_tile_pass_gives_the_two_passes_bits(dtype, special):
+    """The C = 10 kernel fuses the max pass and the exp pass (``tile_logits_fused``); every
+    per-row output, garbage of non-finite rows aside, must be the two passes' bit for bit:
+    the result must not depend on which of them ran."""
+    rng = np.random.default_rng([len(special), np.dtype(dtype).itemsize])
+    buf = (rng.standard_normal((10, K.TILE)) * 4).astype(dtype)
+    yf = rng.integers(0, 10, K.TILE).astype(dtype)
+    cols = rng.integers(0, K.TILE, 16)
+    if special == "ties":
+        buf[:, cols] = np.round(buf[:, cols])
+        buf[3, cols] = buf[7, cols] = buf[:, cols].max(axis=0)
+    elif special == "-inf":
+        buf[rng.integers(0, 10, 16), cols] = -np.inf
+    elif special in ("nan", "inf"):
+        buf[rng.integers(0, 10, 16), cols] = np.nan if special == "nan" else np.inf
+    elif special == "huge":
+        buf[:, cols] *= np.asarray(1e30, dtype)
+    elif special == "peaked":
+        buf[yf[cols].astype(int), cols] += 40
+    outs = []
+    for run in range(2):
+        out = tuple(np.full(K.TILE, 7.0, dtype) for _ in range(7))
+        if run == 0:
+            _fused_pass(buf, yf, out)
+        else:
+            _two_passes(buf, yf, out, np.zeros(K.TILE, dtype), np.zeros(K.TILE, dtype))
+        outs.append(out)
+    (mx, ix, chk, sm, neq, dy, lv), (mx2, ix2, chk2, sm2, neq2, dy2, lv2) = outs
+    np.testing.assert_array_equal(chk, chk2)
+    np.testing.assert_array_equal(ix, ix2)
+    np.testing.assert_array_equal(mx, mx2)
+    clean = chk == 0
+    assert clean.sum() >= K.TILE - 16
+    for a, b in ((sm, sm2), (neq, neq2), (dy, dy2), (lv, lv2)):
+        np.testing.assert_array_equal(a[clean].view(np.uint8), b[clean].view(np.uint8))

@@ -481,6 +481,33 @@ def imax32(typingctx, a, b):
 
 
 @intrinsic
+def f64_abs_bits(typingctx, x):
+    """The bits of |x| as int64: >= 0x7FF0000000000000 exactly when x is NaN or +-inf."""
+    if x != types.float64:
+        return None
+
+    def codegen(context, builder, signature, args):
+        b = builder.bitcast(args[0], _I64)
+        return builder.and_(b, ir.Constant(_I64, 0x7FFFFFFFFFFFFFFF))
+
+    return types.int64(x), codegen
+
+
+@intrinsic
+def fselect(typingctx, cond, a, b):
+    """``a if cond else b`` for two values of one float type, as one LLVM ``select``: no
+    branch in Numba's IR (the unrolled tile pass of ``numba_cpu`` has ~60 of them, whose
+    blocks made Numba's front end the larger part of its compile time)."""
+    if cond != types.boolean or a != b or not isinstance(a, types.Float):
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.select(args[0], args[1], args[2])
+
+    return a(cond, a, b), codegen
+
+
+@intrinsic
 def imin_where32(typingctx, match, c, idx):
     """``min(idx, c) if match else idx`` in 32 bits (c: a loop index below 2**31): the
     first-index search as a vectorisable int32 min-reduction."""
