@@ -44,6 +44,10 @@ WORKLOADS = dict(_MAIN, A_4Mx10_onehot=(4_194_304, 10, "onehot"),
                  # (loss ~16): tiles whose losses span more than 23 binades
                  A_4Mx10_trained=(4_194_304, 10, "trained"),
                  A_4Mx10_onehot_trained=(4_194_304, 10, "onehot-trained"),
+                 # A's bytes at other small class counts
+                 A_C2=(20_971_520, 2, "sparse"), A_C3=(13_981_013, 3, "sparse"),
+                 A_C5=(8_388_608, 5, "sparse"), A_C16=(2_621_440, 16, "sparse"),
+                 A_C12=(3_495_253, 12, "sparse"),
                  # the sigmoid kernels' other row sizes (E_bce's bytes: C = 40, 500, 1000)
                  E_multihot_C40=(2_621_440, 40, "multihot"),
                  E_multihot_C500=(209_715, 500, "multihot"),

@@ -16,6 +16,7 @@ import pytest
 from tolerances import assert_loss_close
 
 from fastxent import _state as S
+from fastxent import config
 from fastxent.backends import SigmoidOptions, SoftmaxOptions
 from fastxent.backends import numba_cpu as K
 
@@ -332,14 +333,15 @@ def test_sigmoid_tile_loss_sum_exact_and_independent_of_tiling(monkeypatch, patt
     assert Fraction(S.limbs_to_int(runs[0].exact[S.X_LOSS]), 2**S.SCALE_BITS) == want
 
 
-@nb.njit(cache=False)
+# compiled as the kernels are: the fused pass's operations take its caller's fastmath flags
+@nb.njit(cache=False, fastmath=config.FASTMATH_FLAGS, error_model="numpy")
 def _fused_pass(buf, yf, out):
     mx, ix, chk, sm, neq, dy, lv = out
     K.tile_logits_fused(buf.reshape(-1), yf, mx, ix, chk, sm, neq, dy, 10)
     K._tile_row_loss(sm, neq, dy, lv)
 
 
-@nb.njit(cache=False)
+@nb.njit(cache=False, fastmath=config.FASTMATH_FLAGS, error_model="numpy")
 def _two_passes(buf, yf, out, tot, sd):
     mx, ix, chk, sm, neq, dy, lv = out
     one = mx[0] - mx[0] + 1

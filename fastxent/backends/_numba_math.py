@@ -103,6 +103,23 @@ _C4 = np.float32(float.fromhex("0x1.573A1Ap-5"))
 _C5 = np.float32(float.fromhex("0x1.0F9F9Cp-7"))
 
 
+def _ir_magic_n(builder, v):
+    magic = ir.Constant(_I32, int(np.float32(_EXP_MAGIC).view(np.int32)))
+    return builder.sitofp(builder.sub(builder.bitcast(v, _I32), magic), _F32)
+
+
+def _ir_magic_pow2(builder, v):
+    return builder.bitcast(builder.shl(builder.bitcast(v, _I32), ir.Constant(_I32, 23)), _F32)
+
+
+def _ir_minus_n_ln2(builder, x, n):
+    fl = ("contract",)
+    t = builder.fsub(x, builder.fmul(n, ir.Constant(_F32, float(_EXP_LN2_HI)), flags=fl),
+                     flags=fl)
+    return builder.fsub(t, builder.fmul(n, ir.Constant(_F32, float(_EXP_LN2_LO)), flags=fl),
+                        flags=fl)
+
+
 @intrinsic
 def _magic_n(typingctx, v):
     """n as float32, for v = y + _EXP_MAGIC and n = round(y), |y| < 2**22: v's ulp is 1, so
@@ -112,9 +129,7 @@ def _magic_n(typingctx, v):
         return None
 
     def codegen(context, builder, signature, args):
-        magic = ir.Constant(_I32, int(np.float32(_EXP_MAGIC).view(np.int32)))
-        return builder.sitofp(builder.sub(builder.bitcast(args[0], _I32), magic),
-                              ir.FloatType())
+        return _ir_magic_n(builder, args[0])
 
     return types.float32(v), codegen
 
@@ -127,8 +142,7 @@ def _magic_pow2(typingctx, v):
         return None
 
     def codegen(context, builder, signature, args):
-        bits = builder.shl(builder.bitcast(args[0], _I32), ir.Constant(_I32, 23))
-        return builder.bitcast(bits, ir.FloatType())
+        return _ir_magic_pow2(builder, args[0])
 
     return types.float32(v), codegen
 
@@ -144,15 +158,26 @@ def _minus_n_ln2(typingctx, x, n):
         return None
 
     def codegen(context, builder, signature, args):
-        f32 = ir.FloatType()
-        fl = ("contract",)
-        xv, nv = args
-        t = builder.fsub(xv, builder.fmul(nv, ir.Constant(f32, float(_EXP_LN2_HI)), flags=fl),
-                         flags=fl)
-        return builder.fsub(t, builder.fmul(nv, ir.Constant(f32, float(_EXP_LN2_LO)), flags=fl),
-                            flags=fl)
+        return _ir_minus_n_ln2(builder, *args)
 
     return types.float32(x, n), codegen
+
+
+def _ir_exp32_nonpos(builder, x):
+    """``exp32_nonpos(x)`` as IR, the same operations in the same order (so the same bits
+    once Numba's fastmath pass has flagged them as it flags the jitted version)."""
+    lo = ir.Constant(_F32, float(_EXP_LO))
+    x = builder.select(builder.fcmp_ordered(">", x, lo), x, lo)
+    v = builder.fadd(builder.fmul(x, ir.Constant(_F32, float(_LOG2E))),
+                     ir.Constant(_F32, float(_EXP_MAGIC)))
+    n = _ir_magic_n(builder, v)
+    s = _ir_magic_pow2(builder, v)
+    t = _ir_minus_n_ln2(builder, x, n)
+    p = builder.fadd(builder.fmul(ir.Constant(_F32, float(_C5)), t), ir.Constant(_F32, float(_C4)))
+    for c in (_C3, _C2, _C1):
+        p = builder.fadd(builder.fmul(p, t), ir.Constant(_F32, float(c)))
+    t = builder.fmul(t, s)
+    return builder.fadd(builder.fmul(t, p), s)
 
 
 @jit_inline
@@ -481,30 +506,72 @@ def imax32(typingctx, a, b):
 
 
 @intrinsic
-def f64_abs_bits(typingctx, x):
-    """The bits of |x| as int64: >= 0x7FF0000000000000 exactly when x is NaN or +-inf."""
-    if x != types.float64:
+def tile_row_fused(typingctx, f, T, r, yr, cc):
+    """Row ``r`` of a flat class-major tile ``f`` (``f[c * T + r]``, c < CC, a literal int):
+    (max, first argmax, number of non-finite values, sum of exp(d_c) over the d_c = z_c - max
+    below 0, number of d_c equal to 0, d at class ``yr``), in the dtype of ``f``. The classes
+    are unrolled here, so a loop over the tile's rows that calls it is one straight-line body
+    that LLVM vectorises across the rows, the row's values and sums in registers. Written as
+    the same operations, in the same order, as the tile kernels' two passes over the tile
+    (``numba_cpu._tile_max_argmax``, ``_tile_logits_sparse``): the same bits, provided the
+    caller is compiled with the kernels' fastmath flags (Numba's fastmath pass flags these
+    operations as the caller's own; the exp is ``exp32_nonpos``'s, as IR). As IR, Numba
+    types one call per row (source with the classes written out typed ~20 operations per
+    class and took longer to compile)."""
+    if not (isinstance(cc, types.IntegerLiteral) and isinstance(f, types.Array)
+            and f.ndim == 1 and f.layout == "C" and f.dtype in (types.float32, types.float64)
+            and yr == f.dtype and isinstance(T, types.Integer) and isinstance(r, types.Integer)):
         return None
+    CC = cc.literal_value
+    dt = f.dtype
+    f32 = dt == types.float32
+    ret = types.UniTuple(dt, 6)
 
     def codegen(context, builder, signature, args):
-        b = builder.bitcast(args[0], _I64)
-        return builder.and_(b, ir.Constant(_I64, 0x7FFFFFFFFFFFFFFF))
+        fty = signature.args[0]
+        ary = context.make_array(fty)(context, builder, args[0])
+        T_ = context.cast(builder, args[1], signature.args[1], types.int64)
+        r_ = context.cast(builder, args[2], signature.args[2], types.int64)
+        yv = args[3]
+        ft = _F32 if f32 else ir.DoubleType()
+        it = _I32 if f32 else _I64
+        inf_bits = ir.Constant(it, 0x7F800000 if f32 else 0x7FF0000000000000)
+        abs_mask = ir.Constant(it, 0x7FFFFFFF if f32 else 0x7FFFFFFFFFFFFFFF)
+        zero, one = ir.Constant(ft, 0.0), ir.Constant(ft, 1.0)
+        if f32:
+            exp = _ir_exp32_nonpos
+        else:
+            fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ft, [ft]),
+                                                "llvm.exp.f64")
+            def exp(b, x):
+                return b.call(fn, [x])
+        vals = []
+        m, x, k = ir.Constant(ft, float("-inf")), ir.Constant(ft, float(CC)), zero
+        for c in range(CC):  # as _tile_max_argmax
+            idx = builder.add(builder.mul(ir.Constant(_I64, c), T_), r_)
+            ptr = cgutils.get_item_pointer(context, builder, fty, ary, [idx], wraparound=False,
+                                           boundscheck=False)
+            v = builder.load(ptr)
+            vals.append(v)
+            g = builder.fcmp_ordered(">", v, m)
+            x = builder.select(g, ir.Constant(ft, float(c)), x)
+            m = builder.select(g, v, m)
+            bad = builder.icmp_signed(">=", builder.and_(builder.bitcast(v, it), abs_mask),
+                                      inf_bits)
+            k = builder.fadd(k, builder.select(bad, one, zero))
+        s, q, y = zero, zero, zero
+        for c, v in enumerate(vals):  # as _tile_logits_sparse
+            d = builder.fsub(v, m)
+            e = exp(builder, d)
+            sel = builder.select(builder.fcmp_ordered("<", d, zero), e, zero)
+            s = builder.fadd(s, sel)
+            sel = builder.select(builder.fcmp_ordered("==", d, zero), one, zero)
+            q = builder.fadd(q, sel)
+            hit = builder.fcmp_ordered("==", yv, ir.Constant(ft, float(c)))
+            y = builder.fadd(y, builder.select(hit, d, zero))
+        return context.make_tuple(builder, signature.return_type, [m, x, k, s, q, y])
 
-    return types.int64(x), codegen
-
-
-@intrinsic
-def fselect(typingctx, cond, a, b):
-    """``a if cond else b`` for two values of one float type, as one LLVM ``select``: no
-    branch in Numba's IR (the unrolled tile pass of ``numba_cpu`` has ~60 of them, whose
-    blocks made Numba's front end the larger part of its compile time)."""
-    if cond != types.boolean or a != b or not isinstance(a, types.Float):
-        return None
-
-    def codegen(context, builder, signature, args):
-        return builder.select(args[0], args[1], args[2])
-
-    return a(cond, a, b), codegen
+    return ret(f, T, r, yr, cc), codegen
 
 
 @intrinsic

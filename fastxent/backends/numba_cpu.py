@@ -61,17 +61,14 @@ from ._numba_math import (
     PREFETCH_MIN_BYTES,
     cast_like,
     claim_block,
-    exp32_nonpos,
     f32_abs_bits,
     f32_as_i32,
-    f64_abs_bits,
     f64_as_i64,
     fexp_nonpos,
     flog,
     flog1p,
     flog1p_unit,
     flogsum,
-    fselect,
     imax32,
     imin_where32,
     load_at,
@@ -92,6 +89,7 @@ from ._numba_math import (
     tb_le_one,
     tb_max,
     tb_maybe_bad,
+    tile_row_fused,
     transpose_rows,
     wide_vectors,
     widen,
@@ -114,7 +112,6 @@ _MANT_MASK = (1 << 52) - 1
 _F32_EXACT_COUNT = 1 << 24  # float32 counts of a row's classes are exact below this C
 _I32_MAX = (1 << 31) - 1
 _ABS_INF32 = 0x7F800000  # |x| bits of a float32 at or above this: NaN or inf
-_ABS_INF64 = 0x7FF0000000000000  # the same for a float64
 _MIN_NORMAL32 = 0x00800000  # |x| bits of the smallest normal float32
 # float32 exponent banks (_bin_add32): a finite float32's 8-bit exponent e weighs
 # 2**(e - 150), the float64-scaled bin e + 925; 256 bins, 2 KB, instead of NBINS' 17 KB
@@ -804,67 +801,28 @@ def _ov_tile_logits_fused(f, yf, mx, ix, chk, sm, neq, dy, cc):
     passes: the same bits (``tests/test_tile_kernels.py``). C = 10 on the Intel Xeon, a
     64-row tile in L1: 5.1 against 7.1 ns per row, row loss included; A_4Mx10 1.16-1.22x.
 
-    The class loops are unrolled in the source (``_unrolled_logits``): written as loops,
-    LLVM left the 10-class loop with its exponentials rolled (over its full-unroll budget)
-    and the row loop scalar (56 ns per row). It must be inlined into the kernel (Numba's
+    The classes are unrolled by the intrinsic ``tile_row_fused``: written as loops, LLVM left
+    the 10-class loop with its exponentials rolled (over its full-unroll budget) and the row
+    loop scalar (56 ns per row). It must be inlined into the kernel (Numba's
     ``inline="always"``): compiled as a function of its own, called once per tile, A gained
-    1.02x instead."""
-    if (not isinstance(cc, types.IntegerLiteral) or not isinstance(f, types.Array)
-            or f.ndim != 1 or f.dtype not in (types.float32, types.float64)):
+    1.02x instead. Its cost is LLVM's time on the unrolled, vectorised exponentials: ~3 s
+    more for a sparse tile kernel's cold compile at C = 10, ~0.3 s per class. Other class
+    counts gain as much (A's bytes on two threads: C = 3 1.27x, C = 5 1.42x, C = 16 1.16x),
+    but C = 2, 3, 4, 5, 8, 10 and 16 together made the first cold call ~10 s longer, so only
+    C = 10 has it for now."""
+    if not isinstance(cc, types.IntegerLiteral):
         return None
-    return _unrolled_logits(cc.literal_value, f.dtype == types.float32)
 
-
-_UNROLLED: dict = {}
-
-
-def _unrolled_logits(C: int, f32: bool):
-    """The implementation of ``tile_logits_fused`` for C classes of float32 (else float64)
-    values, its class loops written out, built once per (C, dtype). Straight-line code for
-    Numba's front end, which types the kernel's inlined copy: each name is assigned once,
-    selects are ``fselect`` intrinsics, constants are globals, the helpers plain functions or
-    intrinsics (no type-generic overloads). Typing still costs: the kernel that inlines the
-    10-class version takes ~3 s longer to compile on a cold cache (10-11 against 13-14 s for
-    the first float32 call here), once per environment with Numba's on-disk cache."""
-    key = (C, f32)
-    impl = _UNROLLED.get(key)
-    if impl is not None:
-        return impl
-    ft = np.float32 if f32 else np.float64
-    ns = {"fselect": fselect, "wide_vectors": wide_vectors, "ZERO": ft(0.0), "ONE": ft(1.0),
-          "LOWEST": ft(-np.inf), "EXP": exp32_nonpos if f32 else math.exp,
-          "BITS": f32_abs_bits if f32 else f64_abs_bits,
-          "INF_BITS": _ABS_INF32 if f32 else _ABS_INF64}
-    ns.update({f"C{c}": ft(c) for c in range(C + 1)})
-    src = ["def impl(f, yf, mx, ix, chk, sm, neq, dy, cc):",
-           "    wide_vectors()",
-           "    T = mx.shape[0]",
-           "    for r in range(T):"]
-    m, x, k = "LOWEST", f"C{C}", "ZERO"
-    for c in range(C):  # max, first argmax, non-finite count (as _tile_max_argmax)
-        src += [f"        v{c} = f[{c} * T + r]",
-                f"        g{c} = v{c} > {m}",
-                f"        x{c} = fselect(g{c}, C{c}, {x})",
-                f"        m{c} = fselect(g{c}, v{c}, {m})",
-                f"        k{c} = {k} + fselect(BITS(v{c}) >= INF_BITS, ONE, ZERO)"]
-        m, x, k = f"m{c}", f"x{c}", f"k{c}"
-    src += ["        yr = yf[r]"]
-    s, q, y = "ZERO", "ZERO", "ZERO"
-    for c in range(C):  # exp-sum, ties, d_y (as _tile_logits_sparse)
-        src += [f"        d{c} = v{c} - {m}",
-                f"        e{c} = EXP(d{c})",
-                f"        s{c} = {s} + fselect(d{c} < ZERO, e{c}, ZERO)",
-                f"        q{c} = {q} + fselect(d{c} == ZERO, ONE, ZERO)",
-                f"        y{c} = {y} + fselect(yr == C{c}, d{c}, ZERO)"]
-        s, q, y = f"s{c}", f"q{c}", f"y{c}"
-    src += [f"        mx[r] = {m}",
-            f"        ix[r] = {x}",
-            f"        chk[r] = {k}",
-            f"        sm[r] = {s}",
-            f"        neq[r] = {q}",
-            f"        dy[r] = {y}"]
-    exec(compile("\n".join(src), f"<fastxent tile_logits_fused C={C}>", "exec"), ns)
-    impl = _UNROLLED[key] = ns["impl"]
+    def impl(f, yf, mx, ix, chk, sm, neq, dy, cc):
+        T = mx.shape[0]
+        for r in range(T):
+            m, x, k, s, q, y = tile_row_fused(f, T, r, yf[r], cc)
+            mx[r] = m
+            ix[r] = x
+            chk[r] = k
+            sm[r] = s
+            neq[r] = q
+            dy[r] = y
     return impl
 
 
@@ -951,7 +909,7 @@ def _softmax_sparse_small(
     all run element-wise across the rows of the tile (no horizontal reductions); with top-k,
     the label's rank #{z_c > z_y} + #{c < y: z_c == z_y} too. Logits without smoothing at
     C = 10 run 1. and 2. as one pass with the row's values in registers
-    (``tile_logits_fused``; other C would each add ~0.3 s per class to the kernel's cold
+    (``tile_logits_fused``; each other C would add ~0.3 s per class to the kernel's cold
     compile). 4. A clean tile (all labels valid and not ignored, all inputs finite, no
     weights) adds its loss sum exactly in up to three steps (``_exact_tile_sum``) and its
     counts; any other tile takes the
