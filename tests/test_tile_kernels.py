@@ -335,10 +335,16 @@ def test_sigmoid_tile_loss_sum_exact_and_independent_of_tiling(monkeypatch, patt
 
 # compiled as the kernels are: the fused pass's operations take its caller's fastmath flags
 @nb.njit(cache=False, fastmath=config.FASTMATH_FLAGS, error_model="numpy")
-def _fused_pass(buf, yf, out):
+def _fused_pass(buf, yf, out, inline):
     mx, ix, chk, sm, neq, dy, lv = out
-    K.tile_logits_fused(buf.reshape(-1), yf, mx, ix, chk, sm, neq, dy, 10)
+    f = buf.reshape(-1)
+    if inline:  # as the kernel runs C = 10
+        K.tile_logits_fused(f, yf, mx, ix, chk, sm, neq, dy, 10)
+        done = True
+    else:
+        done = K._tile_fused(f, buf.shape[0], yf, mx, ix, chk, sm, neq, dy)
     K._tile_row_loss(sm, neq, dy, lv)
+    return done
 
 
 @nb.njit(cache=False, fastmath=config.FASTMATH_FLAGS, error_model="numpy")
@@ -351,21 +357,24 @@ def _two_passes(buf, yf, out, tot, sd):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("special", ["none", "ties", "-inf", "nan", "inf", "huge", "peaked"])
-def test_fused_tile_pass_gives_the_two_passes_bits(dtype, special):
-    """The C = 10 kernel fuses the max pass and the exp pass (``tile_logits_fused``); every
+@pytest.mark.parametrize("C,inline", [(10, True), (2, False), (3, False), (4, False),
+                                      (5, False), (8, False), (10, False), (16, False)])
+def test_fused_tile_pass_gives_the_two_passes_bits(dtype, special, C, inline):
+    """The sparse tile kernel fuses the max pass and the exp pass for C = 2, 3, 4, 5, 8, 10
+    and 16 (``tile_logits_fused``: C = 10 inlined, the others through ``_tile_fused``); every
     per-row output, garbage of non-finite rows aside, must be the two passes' bit for bit:
     the result must not depend on which of them ran."""
-    rng = np.random.default_rng([len(special), np.dtype(dtype).itemsize])
-    buf = (rng.standard_normal((10, K.TILE)) * 4).astype(dtype)
-    yf = rng.integers(0, 10, K.TILE).astype(dtype)
+    rng = np.random.default_rng([len(special), np.dtype(dtype).itemsize, C])
+    buf = (rng.standard_normal((C, K.TILE)) * 4).astype(dtype)
+    yf = rng.integers(0, C, K.TILE).astype(dtype)
     cols = rng.integers(0, K.TILE, 16)
     if special == "ties":
         buf[:, cols] = np.round(buf[:, cols])
-        buf[3, cols] = buf[7, cols] = buf[:, cols].max(axis=0)
+        buf[C // 3, cols] = buf[C - 1, cols] = buf[:, cols].max(axis=0)
     elif special == "-inf":
-        buf[rng.integers(0, 10, 16), cols] = -np.inf
+        buf[rng.integers(0, C, 16), cols] = -np.inf
     elif special in ("nan", "inf"):
-        buf[rng.integers(0, 10, 16), cols] = np.nan if special == "nan" else np.inf
+        buf[rng.integers(0, C, 16), cols] = np.nan if special == "nan" else np.inf
     elif special == "huge":
         buf[:, cols] *= np.asarray(1e30, dtype)
     elif special == "peaked":
@@ -374,7 +383,7 @@ def test_fused_tile_pass_gives_the_two_passes_bits(dtype, special):
     for run in range(2):
         out = tuple(np.full(K.TILE, 7.0, dtype) for _ in range(7))
         if run == 0:
-            _fused_pass(buf, yf, out)
+            assert _fused_pass(buf, yf, out, inline)
         else:
             _two_passes(buf, yf, out, np.zeros(K.TILE, dtype), np.zeros(K.TILE, dtype))
         outs.append(out)
@@ -386,3 +395,11 @@ def test_fused_tile_pass_gives_the_two_passes_bits(dtype, special):
     assert clean.sum() >= K.TILE - 16
     for a, b in ((sm, sm2), (neq, neq2), (dy, dy2), (lv, lv2)):
         np.testing.assert_array_equal(a[clean].view(np.uint8), b[clean].view(np.uint8))
+
+
+def test_other_class_counts_take_the_two_passes():
+    """``_tile_fused`` refuses the class counts it has no fused pass for (nothing written)."""
+    buf = np.ones((12, K.TILE), np.float32)
+    out = tuple(np.full(K.TILE, 7.0, np.float32) for _ in range(7))
+    assert not _fused_pass(buf, np.zeros(K.TILE, np.float32), out, False)
+    assert all((a[:1] == 7.0).all() for a in out[:6])

@@ -57,6 +57,7 @@ from .. import config
 from . import Partial, SigmoidOptions, SoftmaxOptions
 from ._jit import jit_inline, jit_rows
 from ._numba_math import (
+    FUSED_LANES,
     PREFETCH_MAX_BYTES,
     PREFETCH_MIN_BYTES,
     cast_like,
@@ -89,7 +90,7 @@ from ._numba_math import (
     tb_le_one,
     tb_max,
     tb_maybe_bad,
-    tile_row_fused,
+    tile_rows_fused,
     transpose_rows,
     wide_vectors,
     widen,
@@ -599,6 +600,7 @@ def _softmax_sparse(
 
 
 TILE = 64  # rows per tile of the small-C kernel: 8 AVX2 vectors per class and step
+assert TILE % FUSED_LANES == 0  # tile_logits_fused steps through a tile 16 rows at a time
 SMALL_C = 32  # the tile kernel serves C <= SMALL_C
 
 
@@ -793,37 +795,57 @@ def tile_logits_fused(f, yf, mx, ix, chk, sm, neq, dy, cc):  # pragma: no cover
 @overload(tile_logits_fused, prefer_literal=True, inline="always")
 def _ov_tile_logits_fused(f, yf, mx, ix, chk, sm, neq, dy, cc):
     """``_tile_max_argmax`` (without the sum) then ``_tile_logits_sparse`` (without label
-    smoothing; the row loss is ``_tile_row_loss``) in one loop over the rows of the flat
+    smoothing; the row loss is ``_tile_row_loss``) in one pass over the rows of the flat
     class-major tile ``f`` (cc x TILE), for a literal class count ``cc``: each row's max,
-    argmax, finiteness, exp-sum, tie count and d_y stay in registers while LLVM vectorises
-    the row loop (16 rows per AVX-512 step); the two passes load and store their per-row
-    accumulators once per class. The same operations in the same order per row as the two
-    passes: the same bits (``tests/test_tile_kernels.py``). C = 10 on the Intel Xeon, a
-    64-row tile in L1: 5.1 against 7.1 ns per row, row loss included; A_4Mx10 1.16-1.22x.
+    argmax, finiteness, exp-sum, tie count and d_y stay in registers, 16 rows per step
+    (``tile_rows_fused``, vector IR with the classes unrolled), where the two passes load and
+    store their per-row accumulators once per class. The same operations in the same order
+    per row as the two passes: the same bits (``tests/test_tile_kernels.py``). C = 10 on the
+    Intel Xeon, a 64-row tile in L1: 5.1 against 7.1 ns per row, row loss included;
+    A_4Mx10 1.16-1.22x.
 
-    The classes are unrolled by the intrinsic ``tile_row_fused``: written as loops, LLVM left
-    the 10-class loop with its exponentials rolled (over its full-unroll budget) and the row
-    loop scalar (56 ns per row). It must be inlined into the kernel (Numba's
-    ``inline="always"``): compiled as a function of its own, called once per tile, A gained
-    1.02x instead. Its cost is LLVM's time on the unrolled, vectorised exponentials: ~3 s
-    more for a sparse tile kernel's cold compile at C = 10, ~0.3 s per class. Other class
-    counts gain as much (A's bytes on two threads: C = 3 1.27x, C = 5 1.42x, C = 16 1.16x),
-    but C = 2, 3, 4, 5, 8, 10 and 16 together made the first cold call ~10 s longer, so only
-    C = 10 has it for now."""
+    Written as loops, LLVM left the 10-class loop with its exponentials rolled (over its
+    full-unroll budget) and the row loop scalar (56 ns per row). The kernel inlines it for
+    C = 10 (Numba's ``inline="always"``); a first version compiled as a function of its own
+    with eight array arguments did not vectorise (1.02x). Other class counts go through
+    ``_tile_fused``."""
     if not isinstance(cc, types.IntegerLiteral):
         return None
 
     def impl(f, yf, mx, ix, chk, sm, neq, dy, cc):
         T = mx.shape[0]
-        for r in range(T):
-            m, x, k, s, q, y = tile_row_fused(f, T, r, yf[r], cc)
-            mx[r] = m
-            ix[r] = x
-            chk[r] = k
-            sm[r] = s
-            neq[r] = q
-            dy[r] = y
+        for r0 in range(0, T, FUSED_LANES):
+            tile_rows_fused(f, T, r0, yf, mx, ix, chk, sm, neq, dy, cc)
     return impl
+
+
+@jit_inline
+def _tile_fused(f, C, yf, mx, ix, chk, sm, neq, dy):
+    """``tile_logits_fused`` for C = 2, 3, 4, 5, 8, 10 or 16, as a function of its own; False
+    (nothing done: the two passes run) for any other C. The call per tile costs: at C = 10,
+    which the kernel inlines instead, A_4Mx10 ran 0.94-0.96x through it. But it keeps the
+    other class counts out of the kernel's own code, whose compile time grows faster than
+    its size: inlining all seven made the first cold call ~5 s longer than inlining C = 10
+    alone; this function adds ~2 s (three pairs of fresh processes, alternating), once per
+    dtype, with its own entry in Numba's cache. Against the two passes, A's bytes on two
+    threads (``scripts/ab_cpu.py``): C = 3 1.36x, C = 5 1.41x, C = 16 1.16x."""
+    if C == 2:
+        tile_logits_fused(f, yf, mx, ix, chk, sm, neq, dy, 2)
+    elif C == 3:
+        tile_logits_fused(f, yf, mx, ix, chk, sm, neq, dy, 3)
+    elif C == 4:
+        tile_logits_fused(f, yf, mx, ix, chk, sm, neq, dy, 4)
+    elif C == 5:
+        tile_logits_fused(f, yf, mx, ix, chk, sm, neq, dy, 5)
+    elif C == 8:
+        tile_logits_fused(f, yf, mx, ix, chk, sm, neq, dy, 8)
+    elif C == 10:
+        tile_logits_fused(f, yf, mx, ix, chk, sm, neq, dy, 10)
+    elif C == 16:
+        tile_logits_fused(f, yf, mx, ix, chk, sm, neq, dy, 16)
+    else:
+        return False
+    return True
 
 
 @jit_inline
@@ -908,9 +930,9 @@ def _softmax_sparse_small(
     non-maximal terms, tie count and z_y - max (probabilities: p_y), 3. log and row loss
     all run element-wise across the rows of the tile (no horizontal reductions); with top-k,
     the label's rank #{z_c > z_y} + #{c < y: z_c == z_y} too. Logits without smoothing at
-    C = 10 run 1. and 2. as one pass with the row's values in registers
-    (``tile_logits_fused``; each other C would add ~0.3 s per class to the kernel's cold
-    compile). 4. A clean tile (all labels valid and not ignored, all inputs finite, no
+    C = 2, 3, 4, 5, 8, 10 and 16 run 1. and 2. as one pass with the row's values in
+    registers (``tile_logits_fused``; C = 10 inlined, the others through ``_tile_fused``).
+    4. A clean tile (all labels valid and not ignored, all inputs finite, no
     weights) adds its loss sum exactly in up to three steps (``_exact_tile_sum``) and its
     counts; any other tile takes the
     generic per-row code (NaN/inf rows: the IEEE slow path). Same semantics as
@@ -972,9 +994,15 @@ def _softmax_sparse_small(
                 yf[r] = cast_like(np.int32(yi), one)
                 igm[r] = one if ign else zero
             # 1. row maxima, first argmax and finiteness; 2. exp-sums (probabilities: p_y);
-            # 3. row loss; all element-wise across the tile's rows (C = 10: 1. and 2. fused)
-            if from_logits and lsC == zero and C == 10:
-                tile_logits_fused(bflat, yf, mx, ix, chk, sm, neq, dy, 10)
+            # 3. row loss; all element-wise across the tile's rows (1. and 2. fused for some C)
+            fused = False
+            if from_logits and lsC == zero:
+                if C == 10:  # inlined: 5% faster than through _tile_fused
+                    tile_logits_fused(bflat, yf, mx, ix, chk, sm, neq, dy, 10)
+                    fused = True
+                else:
+                    fused = _tile_fused(bflat, C, yf, mx, ix, chk, sm, neq, dy)
+            if fused:
                 _tile_row_loss(sm, neq, dy, lv)
             elif from_logits:
                 _tile_max_argmax(buf, mx, ix, chk, tot, renorm)
