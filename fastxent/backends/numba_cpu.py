@@ -703,6 +703,19 @@ def _exact_tile_sum(lv, nr):
 
 
 @jit_inline
+def _add_tile_loss(bn, lv, nr):
+    """Add a clean tile's losses ``lv[:nr]`` into the loss bins in (up to) three exact
+    float64 steps (``_exact_tile_sum``) and return True; False, nothing added, if they
+    cannot be (the tile takes the per-row path)."""
+    s0, s1, s2, exact = _exact_tile_sum(lv, nr)
+    if exact:
+        _bin_add(bn, X_LOSS, s0)
+        _bin_add(bn, X_LOSS, s1)
+        _bin_add(bn, X_LOSS, s2)
+    return exact
+
+
+@jit_inline
 def _tile_max_argmax(buf, mx, ix, chk, tot, want_tot):
     """Per tile row r: max, first argmax (as a compute-dtype value; C if none), number of
     non-finite values and, if ``want_tot``, the sum. Loops run to a runtime bound (the
@@ -1028,11 +1041,7 @@ def _softmax_sparse_small(
                     ncat = zero
                     for r in range(nr):
                         ncat += ok[r]
-                    s0, s1, s2, exact = _exact_tile_sum(lv, nr)
-                    if exact:
-                        _bin_add(bn, X_LOSS, s0)
-                        _bin_add(bn, X_LOSS, s1)
-                        _bin_add(bn, X_LOSS, s2)
+                    if _add_tile_loss(bn, lv, nr):
                         n_rows += nr - nign
                         n_cat += np.int64(ncat)
                         for j in range(K):
@@ -1378,12 +1387,8 @@ def _add_clean_tile(cnt, bn, lv, chk, tbad, cat, er, nbin, npos, st, nr, C, sum1
         nsum1 += 1 if abs(np.float64(st[r]) - 1.0) <= sum1_tol else 0
     if nch != zero:
         return False
-    s0, s1, s2, exact = _exact_tile_sum(lv, nr)
-    if not exact:
+    if not _add_tile_loss(bn, lv, nr):
         return False
-    _bin_add(bn, X_LOSS, s0)
-    _bin_add(bn, X_LOSS, s1)
-    _bin_add(bn, X_LOSS, s2)
     cnt[CAT] += np.int64(ncat)
     cnt[ELEM] += np.int64(nerr)
     cnt[EXACT] += np.int64(nex)
