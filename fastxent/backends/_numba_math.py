@@ -737,7 +737,13 @@ def _ov_transpose_rows(buf, a, base, cc, one):
 # rows of PREFETCH_MIN_BYTES to PREFETCH_MAX_BYTES are fetched one row ahead
 # (``prefetch_span``): hardware prefetchers stop at 4 KB pages, so each such row starts with
 # cold misses. Longer rows stream well on their own (8k x 32k float32: 0.95-1.10x with any
-# lead of 4 to 128 KB, noise); shorter ones share their pages with the next rows
+# lead of 4 to 128 KB, noise; after the max pass, spread over the exp pass 4 KB at a time:
+# 0.97-1.07x); shorter ones share their pages with the next rows. The kernels issue the
+# hints after the passes that read the row from memory, before the pass that reads it
+# again from L1: a hint that misses holds a line-fill buffer until its line arrives, and
+# the max pass's own misses (to L2, where the previous hints put the row) wait for one;
+# during the exp pass nothing else needs them (Xeon, B_256kx1000: 1.15-1.18x against the
+# hints at the row's start; D_dense 1.10-1.13x)
 PREFETCH_MIN_BYTES = 1024
 PREFETCH_MAX_BYTES = 16384
 _PREFETCH_MAX_LINES = 256  # a bound on the hints of one call (16 KB)
@@ -747,8 +753,9 @@ _PREFETCH_MAX_LINES = 256  # a bound on the hints of one call (16 KB)
 def prefetch_span(buf, lo, count):
     """Prefetch ``buf[lo : lo + count]`` (1-D, clipped to the buffer), one hint per 64-byte
     line and at most ``_PREFETCH_MAX_LINES`` of them: a row-loop kernel calls it for the next
-    row before it reads the current one, so that the next row's memory arrives while the
-    current row's exponentials are computed (B_256kx1000, 4 KB rows: 1.23-1.53x)."""
+    row once its max pass has read the current row, so that the next row's memory arrives
+    while the current row's exponentials are computed (B_256kx1000, 4 KB rows: 1.23-1.53x
+    with the hints at the row's start, 1.15-1.18x more after the max pass)."""
     step = max(1, 64 // buf.itemsize)
     hi = min(buf.size, lo + min(count, _PREFETCH_MAX_LINES * step))
     for q in range(max(lo, 0), hi, step):

@@ -468,8 +468,6 @@ def _softmax_sparse(
             swi = sw[i] if has_sw else 1.0
             base = np.int64(i) * rs
             zr = z[base:base + C]
-            if pf:  # the next row's lines arrive while this one computes
-                prefetch_span(z, base + rs, C)
             for j in range(K):
                 hits[j] = False
             correct = False
@@ -487,6 +485,8 @@ def _softmax_sparse(
                 rank = np.int64(-1)  # >= 0 once the exp pass has counted the label's rank
                 if from_logits:
                     m, fin = rowmax_finite(zr)
+                    if pf:  # see PREFETCH_MIN_BYTES: after the pass that reads from memory
+                        prefetch_span(z, base + rs, C)
                     chk = zero if fin else one
                     if fin and not need_sums and (K == 0 or C >= _F32_EXACT_COUNT):
                         # the common case: 2. exp-sum of the non-maximal terms and tie count
@@ -516,6 +516,8 @@ def _softmax_sparse(
                                 rank += 1 if widen(zr, c) == zy0 else 0
                 else:
                     m = rowmax(zr)
+                    if pf:
+                        prefetch_span(z, base + rs, C)
                     for c in range(C):
                         v = widen(zr, c)
                         chk += nonfinite(v)
@@ -1197,12 +1199,9 @@ def _softmax_dense(
             cnt[ROWS] += 1
             swi = sw[i] if has_sw else 1.0
             base = np.int64(i) * rs
-            tb = np.int64(i) * trs
+            tbase = np.int64(i) * trs
             zr = z[base:base + C]
-            tr = tl[tb:tb + C]
-            if pf:  # the next row's lines arrive while this one computes
-                prefetch_span(z, base + rs, C)
-                prefetch_span(tl, tb + trs, C)
+            tr = tl[tbase:tbase + C]
             for j in range(K):
                 hits[j] = False
             correct = False
@@ -1230,6 +1229,9 @@ def _softmax_dense(
                 tb = tb_acc(tb, tv)
                 st += tv
                 nb += tv - tv * tv
+            if pf:  # see PREFETCH_MIN_BYTES: after the two passes that read from memory
+                prefetch_span(z, base + rs, C)
+                prefetch_span(tl, tbase + trs, C)
             if tb_maybe_bad(tb):
                 tmax, tneg, tchk, npos, nbin = _dense_label_checks(tr, one)
             else:
