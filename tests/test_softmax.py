@@ -391,7 +391,9 @@ def test_peaked_rows(lib, rng, dtype, C, gap):
 def test_long_rows(lib, rng, dtype):
     """Rows far wider than a SIMD loop's unrolled step, without top-k (the kernels' common
     exp-sum pass): the maximum near the end, ties thousands of classes apart, whole stretches
-    far below the max or at -inf, one non-finite value late in the row, peaked rows."""
+    far below the max or at -inf, one non-finite value late in the row, peaked rows. The
+    sparse kernel reads such rows in 4 KB blocks with a running max: the max rising from
+    block to block and a tie superseded by a later max are here too."""
     skip_unsupported(lib, dtype)
     C = 5000
     z = rng.standard_normal((12, C))
@@ -416,6 +418,9 @@ def test_long_rows(lib, rng, dtype):
     y[9] = 4700
     z[10] = 1.5  # all equal: class 0 is the argmax
     y[10] = 0
+    z[11, [10, 20]] = 5.0  # a tie for the max of the first blocks, then a larger max later
+    z[11, 3000] = 7.0
+    y[11] = 20
     z = cast(z, dtype)
     m, ref = check_softmax(lib, z, y, reduction="none")
     assert ref["correct"][[1, 3, 9, 10]].all() and not ref["correct"][[2, 6, 7]].any()
