@@ -138,6 +138,11 @@ WORKLOADS: tuple[Workload, ...] = (
 MIN_LIMIT_BYTES = 32 << 20   # below this "% of the read limit" is not reported (cache-resident)
 
 SEED = 20261122  # BENCHMARKS.md's date: every run, here and in asv, draws the same arrays
+# a pause before each workload's first timings: the previous workload's peers (JAX's and
+# NumPy's thread pools) may still hold the cores for a while after their last call; a
+# 0.1 ms call timed right after E_bce's peers (S_256x1000) measured 1.0-1.3 ms in two full
+# runs and 0.13-0.14 ms in others
+SETTLE_S = 0.5
 
 
 _T0 = time.perf_counter()
@@ -834,6 +839,7 @@ def run(device: str = "cpu", workloads: list[str] | None = None, repeat: int = 5
         if phase == 1:
             _progress(f"{w.key}: {res['rows']:,} x {res['classes']:,} {w.labels}, "
                       f"{res['bytes'] / 1e6:.0f} MB")
+            time.sleep(SETTLE_S)
             lim = _measure("read limit", _build_read_limit, w, z, lab, device, repeat, None)
             lim.pop("out", None)
             res["methods"].append(lim)
