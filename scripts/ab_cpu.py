@@ -48,6 +48,9 @@ WORKLOADS = dict(_MAIN, A_4Mx10_onehot=(4_194_304, 10, "onehot"),
                  A_C2=(20_971_520, 2, "sparse"), A_C3=(13_981_013, 3, "sparse"),
                  A_C5=(8_388_608, 5, "sparse"), A_C16=(2_621_440, 16, "sparse"),
                  A_C12=(3_495_253, 12, "sparse"),
+                 # top-5 accuracy beside the loss (the rank counted in the exp pass)
+                 B_256kx1000_top5=(262_144, 1000, "sparse-top5"),
+                 C_8kx32k_top5=(8192, 32768, "sparse-top5"),
                  # the sigmoid kernels' other row sizes (E_bce's bytes: C = 40, 500, 1000)
                  E_multihot_C40=(2_621_440, 40, "multihot"),
                  E_multihot_C500=(209_715, 500, "multihot"),
@@ -84,7 +87,7 @@ def make(rows, C, labels, rng):
         z[np.arange(rows), y] += 16.0
         wrong = rng.random(rows) < 0.05
         y[wrong] = (y[wrong] + 1) % C
-    if labels in ("sparse", "trained"):
+    if labels in ("sparse", "trained", "sparse-top5"):
         return z, y
     t = np.zeros((rows, C), np.float32)
     t[np.arange(rows), y] = 1.0
@@ -102,7 +105,8 @@ def call(mod, labels, z, lab, chunk=0):
         return part._replace(counts=counts, exact=exact)
     if labels == "multihot":
         return mod.sigmoid_xent(z, lab, SigmoidOptions())
-    return mod.softmax_xent(z, lab, SoftmaxOptions(dense=labels.startswith("onehot")))
+    ks = (5,) if labels.endswith("top5") else ()
+    return mod.softmax_xent(z, lab, SoftmaxOptions(dense=labels.startswith("onehot"), ks=ks))
 
 
 def main(argv=None):

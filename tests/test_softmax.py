@@ -428,6 +428,7 @@ def test_long_rows(lib, rng, dtype):
     check_softmax(lib, z, y)
     check_softmax(lib, z[:6], y[:6], reduction="sum")
     check_softmax(lib, z, y, label_smoothing=0.1, reduction="none")  # the pass with sums
+    check_softmax(lib, z, y, top_k=(1, 2, 5), reduction="none")  # ranks counted by block
 
 
 def test_c1_and_c2(lib, rng):

@@ -334,11 +334,12 @@ ROW_BLOCK_BYTES = 4096  # the sparse kernel's blocks of a long row (``_row_exp_s
 
 
 @jit_inline(inline="always")
-def _row_exp_sum(z, base, C, nxt, one):
+def _row_exp_sum(z, base, C, nxt, one, zy, ranked):
     """A row of logits ``z[base : base + C]`` longer than ``ROW_BLOCK_BYTES``, in blocks of
     that size: (its max m, whether it is all finite, the sum of exp(z_c - m) over the
-    classes below m, the count of classes equal to m); the two sums 0 for a row that is not
-    all finite.
+    classes below m, the count of classes equal to m, and with ``ranked`` the counts of
+    classes above and equal to ``zy``); the sums and counts 0 for a row that is not all
+    finite.
 
     Each block is read from memory once by its max pass, then from L1 by its exp pass, and
     the sum follows the running max (online softmax: when a block raises it, the sum so far
@@ -358,6 +359,8 @@ def _row_exp_sum(z, base, C, nxt, one):
     m = zero
     s = zero
     neq = zero
+    gt = zero
+    eq = zero
     for b0 in range(0, C, blk):
         b1 = min(C, b0 + blk)
         zb = z[base + b0:base + b1]
@@ -368,17 +371,22 @@ def _row_exp_sum(z, base, C, nxt, one):
             prefetch_span(z, nxt, blk)
         if not fin:
             mr, _ = rowmax_finite(z[base:base + C])
-            return mr, False, zero, zero
+            return mr, False, zero, zero, zero, zero
         if b0 == 0:
             m = mb
         elif mb > m:
             s = (s + neq) * fexp_nonpos(m - mb)
             neq = zero
             m = mb
-        sb, qb = _exp_sum_below(zb, m, one)
+        if ranked:
+            sb, qb, gb, eb = _exp_sum_rank(zb, m, zy, one)
+            gt += gb
+            eq += eb
+        else:
+            sb, qb = _exp_sum_below(zb, m, one)
         s += sb
         neq += qb
-    return m, True, s, neq
+    return m, True, s, neq, gt, eq
 
 
 @jit_inline(inline="always")
@@ -394,6 +402,39 @@ def _exp_sum_below(zr, m, one):
         s += e if d < zero else zero
         neq += one if d == zero else zero
     return s, neq
+
+
+@jit_inline(inline="always")
+def _exp_sum_rank(zr, m, zy, one):
+    """``_exp_sum_below`` and, in the same pass, the counts of classes above and equal to
+    ``zy`` (float32 counts: exact for rows under 2**24 classes)."""
+    wide_vectors()
+    zero = one - one
+    s = zero
+    neq = zero
+    gt = zero
+    eq = zero
+    for c in range(zr.shape[0]):
+        v = widen(zr, c)
+        d = v - m
+        e = fexp_nonpos(d)
+        s += e if d < zero else zero
+        neq += one if d == zero else zero
+        gt += one if v > zy else zero
+        eq += one if v == zy else zero
+    return s, neq, gt, eq
+
+
+@jit_inline(inline="always")
+def _rank_from_counts(zr, y, zy, gt, eq, any_tie, one):
+    """The label's rank #{z_c > z_y} + #{c < y: z_c == z_y} from the counts of
+    ``_exp_sum_rank``: the scan for the second term only when another class ties with z_y
+    (``any_tie``: ties rank by value alone)."""
+    rank = np.int64(gt)
+    if eq != one and not any_tie:
+        for c in range(y):
+            rank += 1 if widen(zr, c) == zy else 0
+    return rank
 
 
 @jit_inline
@@ -550,37 +591,30 @@ def _softmax_sparse(
                 s = zero
                 neq = zero
                 rank = np.int64(-1)  # >= 0 once the exp pass has counted the label's rank
-                common = not need_sums and (K == 0 or C >= _F32_EXACT_COUNT)
-                if from_logits and common and blocks:
-                    m, fin, s, neq = _row_exp_sum(z, base, C, base + rs, one)
+                # 2. (from logits, no sums) the exp-sum of the non-maximal terms and the tie
+                # count; with top-k, the label's rank counted in the same pass (z_y is
+                # known), as #{z_c > z_y} + #{c < y: z_c == z_y}: the second term needs a
+                # scan only when another class ties with z_y. (C >= 2**24: _rank counts it.)
+                ranked = not need_sums and 0 < K and C < _F32_EXACT_COUNT
+                zy = widen(zr, yi)
+                gt = zero
+                eq = zero
+                if from_logits and blocks and not need_sums:
+                    m, fin, s, neq, gt, eq = _row_exp_sum(z, base, C, base + rs, one, zy,
+                                                          ranked)
                     chk = zero if fin else one
+                    if fin and ranked:
+                        rank = _rank_from_counts(zr, yi, zy, gt, eq, any_tie, one)
                 elif from_logits:
                     m, fin = rowmax_finite(zr)
                     if pf:  # see PREFETCH_MIN_BYTES: after the pass that reads from memory
                         prefetch_span(z, base + rs, C)
                     chk = zero if fin else one
-                    if fin and common:
-                        # 2. exp-sum of the non-maximal terms and tie count
-                        s, neq = _exp_sum_below(zr, m, one)
+                    if fin and ranked:
+                        s, neq, gt, eq = _exp_sum_rank(zr, m, zy, one)
+                        rank = _rank_from_counts(zr, yi, zy, gt, eq, any_tie, one)
                     elif fin and not need_sums:
-                        # top-k: the label's rank counted in the same pass (z_y is known), as
-                        # #{z_c > z_y} + #{c < y: z_c == z_y}; the second term needs a scan
-                        # only when another class ties with z_y
-                        zy0 = widen(zr, yi)
-                        gt = zero
-                        eq = zero
-                        for c in range(C):
-                            v = widen(zr, c)
-                            d = v - m
-                            e = fexp_nonpos(d)
-                            s += e if d < zero else zero
-                            neq += one if d == zero else zero
-                            gt += one if v > zy0 else zero
-                            eq += one if v == zy0 else zero
-                        rank = np.int64(gt)
-                        if eq != one and not any_tie:
-                            for c in range(yi):
-                                rank += 1 if widen(zr, c) == zy0 else 0
+                        s, neq = _exp_sum_below(zr, m, one)
                 else:
                     m = rowmax(zr)
                     if pf:
@@ -591,7 +625,6 @@ def _softmax_sparse(
                         tot += v
                 if renorm and not (tot > zero and nonfinite(tot) == zero):
                     chk = one  # 0/0 or inf/inf: the slow path keeps the NaN (Keras does too)
-                zy = widen(zr, yi)
                 nan_row = False
                 if chk == zero:
                     # 2. one vectorised pass
