@@ -11,7 +11,7 @@ Printed per workload: the median of ``--repeat`` samples of each, old / new, and
 the two gave the same counts, and the same exact loss sum bit for bit.
 
 Run:  PYTHONPATH=. python scripts/ab_cpu.py HEAD~1 [--workload E_bce D_dense] [--threads 1 2]
-      [--rows-div 4] [--chunk 65536]
+      [--rows-div 4] [--chunk 65536] [--dtype float64]
 
 ``--chunk R`` times a stream of engine calls on R-row slices instead of one call (the
 per-call overhead that streaming pays); "same" then compares the streams' summed states.
@@ -117,6 +117,8 @@ def main(argv=None):
     ap.add_argument("--repeat", type=int, default=7)
     ap.add_argument("--rows-div", type=int, default=1, help="divide the rows (quick runs)")
     ap.add_argument("--chunk", type=int, default=0, help="rows per call (0: one call)")
+    ap.add_argument("--dtype", default="float32", choices=["float32", "float64"],
+                    help="the predictions' dtype")
     a = ap.parse_args(argv)
     try:
         old = load_old(a.rev)
@@ -124,6 +126,7 @@ def main(argv=None):
         for w in a.workload:
             rows, C, labels = WORKLOADS[w]
             z, lab = make(max(1, rows // a.rows_div), C, labels, rng)
+            z = z.astype(a.dtype, copy=False)
             po, pn = call(old, labels, z, lab, a.chunk), call(new, labels, z, lab, a.chunk)
             same = (f"same counts: {np.array_equal(po.counts, pn.counts)}, "
                     f"same loss bits: {np.array_equal(po.exact, pn.exact)}")
