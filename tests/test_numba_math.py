@@ -14,8 +14,10 @@ from fastxent.backends._numba_math import (
     exp32_nonpos,
     exp64_nonpos,
     log1p32,
+    log1p64,
     log1p64_unit,
     log32,
+    log64,
     transpose_rows,
     wide_vectors,
 )
@@ -91,6 +93,33 @@ def _eval_f64(x, u, out_exp, out_log1p):  # pragma: no cover - compiled
         out_exp[k] = exp64_nonpos(x[k])
     for k in range(u.size):
         out_log1p[k] = log1p64_unit(u[k])
+
+
+@jit_rows
+def _eval_log64(p, out_log, out_log1m):  # pragma: no cover - compiled
+    wide_vectors()
+    for k in range(p.size):
+        out_log[k] = log64(p[k])
+    for k in range(p.size):
+        out_log1m[k] = log1p64(-p[k])
+
+
+def test_float64_log_of_probabilities_is_within_a_few_ulps():
+    """log(p) and log1p(-p) of the float64 probability paths, p in [0, 1]: subnormals and 0
+    (-inf) included."""
+    rng = np.random.default_rng(13)
+    p = np.concatenate([rng.random(1_000_000), np.exp(-rng.random(300_000) * 745),
+                        1.0 - rng.random(200_000) * 1e-9, rng.random(1000) * 1e-310,
+                        [0.0, 1.0, 0.5, 5e-324, 2.2250738585072014e-308]])
+    ol, om = np.empty_like(p), np.empty_like(p)
+    _eval_log64(p, ol, om)
+    with np.errstate(divide="ignore"):
+        rl, rm = np.log(p), np.log1p(-p)
+    for got, ref in ((ol, rl), (om, rm)):
+        fin = np.isfinite(ref) & (ref != 0)
+        u = np.abs(got[fin] - ref[fin]) / np.spacing(np.abs(ref[fin]))
+        assert u.max() <= 3.0, (u.max(), p[fin][np.argmax(u)])
+        assert np.array_equal(got[~fin], ref[~fin])  # log(0) = log1p(-1) = -inf, log(1) = 0
 
 
 def test_float64_exp_and_log1p_are_within_a_few_ulps():

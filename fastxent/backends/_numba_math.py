@@ -59,6 +59,7 @@ _F64 = ir.DoubleType()
 f32_as_i32 = _bitcast(types.float32, types.int32)
 i32_as_f32 = _bitcast(types.int32, types.float32)
 f64_as_i64 = _bitcast(types.float64, types.int64)
+i64_as_f64 = _bitcast(types.int64, types.float64)
 
 # --------------------------------------------------------------------------- constants
 F0 = np.float32(0.0)
@@ -260,6 +261,8 @@ def _sub_strict(typingctx, a, b):
 
 
 _SQRT2 = math.sqrt(2.0)
+_DBL_MIN = 2.2250738585072014e-308
+_TWO54 = 2.0**54
 _LN2_HI64 = _EXP64_LN2_HI
 _LN2_LO64 = _EXP64_LN2_LO
 (_A21, _A19, _A17, _A15, _A13, _A11, _A9, _A7, _A5, _A3) = (
@@ -267,17 +270,9 @@ _LN2_LO64 = _EXP64_LN2_LO
 
 
 @jit_inline
-def log1p64_unit(u):
-    """log1p(u) for float64 u in [0, 1] (the sigmoid's log1p(exp(-|x|))), vectorisable.
-
-    y = 1 + u in [1, 2], taken as 2**e m with m in [sqrt(1/2), sqrt(2)) (e is 0 or 1: no bit
-    manipulation), log(m) = 2 atanh(s) with s = (m - 1)/(m + 1), |s| <= 0.172, by the series
-    to s**21 (truncation under 1e-18 relative); plus the rounding of 1 + u, (u - (y - 1))/y,
-    which keeps small u's digits (y = 1 exactly below 2**-53: the result is u)."""
-    y = 1.0 + u
-    big = y >= _SQRT2
-    m = 0.5 * y if big else y
-    e = 1.0 if big else 0.0
+def _log_m64(m):
+    """log(m) for float64 m in [sqrt(1/2), sqrt(2)]: 2 atanh(s), s = (m - 1)/(m + 1) with
+    |s| <= 0.172, by the series to s**21 (truncation under 1e-18 relative)."""
     f = _sub_strict(m, 1.0)  # exact (Sterbenz)
     s = f / (m + 1.0)
     z = s * s
@@ -291,9 +286,47 @@ def log1p64_unit(u):
     q = q * z + _A7
     q = q * z + _A5
     q = q * z + _A3
-    logm = 2.0 * s + 2.0 * s * (z * q)
+    return 2.0 * s + 2.0 * s * (z * q)
+
+
+@jit_inline
+def log1p64_unit(u):
+    """log1p(u) for float64 u in [0, 1] (the sigmoid's log1p(exp(-|x|))), vectorisable:
+    y = 1 + u in [1, 2] as 2**e m with m in [sqrt(1/2), sqrt(2)) (e is 0 or 1: no bit
+    manipulation), ``_log_m64``, plus the rounding of 1 + u, (u - (y - 1))/y, which keeps
+    small u's digits (y = 1 exactly below 2**-53: the result is u)."""
+    y = 1.0 + u
+    big = y >= _SQRT2
+    m = 0.5 * y if big else y
+    e = 1.0 if big else 0.0
     c = _sub_strict(u, _sub_strict(y, 1.0)) / y
-    return e * _LN2_HI64 + (logm + (e * _LN2_LO64 + c))
+    return e * _LN2_HI64 + (_log_m64(m) + (e * _LN2_LO64 + c))
+
+
+@jit_inline
+def log64(x):
+    """log(x) for float64 x >= 0 (0 -> -inf, subnormals exact), vectorisable; NaN/inf not
+    handled (the kernels clip probabilities first). x = 2**e m, m in [sqrt(1/2), sqrt(2))
+    from the bits, ``_log_m64``, + e ln2 (two-part)."""
+    small = x < _DBL_MIN
+    xs = x * _TWO54 if small else x
+    bits = f64_as_i64(xs)
+    e = ((bits >> np.int64(52)) & np.int64(0x7FF)) - np.int64(1023)
+    m = i64_as_f64((bits & np.int64(0x000FFFFFFFFFFFFF)) | np.int64(0x3FF0000000000000))
+    big = m >= _SQRT2
+    m = 0.5 * m if big else m
+    fe = np.float64(e + (np.int64(1) if big else np.int64(0))) - (54.0 if small else 0.0)
+    r = fe * _LN2_HI64 + (_log_m64(m) + fe * _LN2_LO64)
+    return -math.inf if x == 0.0 else r
+
+
+@jit_inline
+def log1p64(u):
+    """log1p(u) for float64 u in [-1, 1] (log(1 - p) of a probability), vectorisable: log64
+    of y = 1 + u, plus the rounding of 1 + u, (u - (y - 1))/y (0 where 1 + u is exact)."""
+    y = 1.0 + u
+    c = _sub_strict(u, _sub_strict(y, 1.0)) / y
+    return log64(y) + (c if y > 0.0 else 0.0)
 
 
 @jit_inline
@@ -499,7 +532,7 @@ def _ov_flog(x):
     if x == types.float32:
         return lambda x: log32(x)
     if x == types.float64:
-        return lambda x: math.log(x) if x > 0.0 else (-math.inf if x == 0.0 else math.nan)
+        return lambda x: log64(x)
 
 
 @overload(flog1p)
@@ -507,7 +540,7 @@ def _ov_flog1p(x):
     if x == types.float32:
         return lambda x: log1p32(x)
     if x == types.float64:
-        return lambda x: math.log1p(x)
+        return lambda x: log1p64(x)
 
 
 @overload(flog1p_unit)
