@@ -117,3 +117,32 @@ class Evaluate(Benchmark):
             warnings.simplefilter("ignore", self.fx.TaskMismatchWarning)
             self.call()
         self.be.synchronize()
+
+
+class CpuFloat64(Benchmark):
+    """Float64 predictions on the CPU (what scikit-learn's ``predict_proba`` and
+    ``decision_function`` return): logits and probabilities, softmax on B_256kx1000 (sparse
+    labels) and sigmoid on E_bce (multi-hot). The kernels' float64 exp and log are their own
+    vectorisable polynomials, not libm calls (README, "What bounds the CPU kernels")."""
+
+    params = [["B_256kx1000", "E_bce"], ["logits", "probabilities"]]
+    param_names = ["workload", "predictions"]
+
+    def setup(self, workload, predictions):
+        labels = "multihot" if workload == "E_bce" else "sparse"
+        self.be = check_params("numba", workload, "float32", labels)
+        fx = fastxent()
+        zh, lab = host_inputs(workload, labels)
+        z = zh.astype(np.float64)                    # a new array: the cache is untouched
+        if predictions == "probabilities":
+            if labels == "sparse":
+                z = np.exp(z - z.max(1, keepdims=True))
+                z /= z.sum(1, keepdims=True)
+            else:
+                z = 1.0 / (1.0 + np.exp(-z))
+        f = fx.softmax_cross_entropy if labels == "sparse" else fx.sigmoid_cross_entropy
+        self.call = functools.partial(f, z, lab, from_logits=predictions == "logits")
+        self.call()
+
+    def time_loss_acc(self, workload, predictions):
+        self.call()
