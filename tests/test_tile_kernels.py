@@ -190,7 +190,7 @@ def _tile_pattern(pattern, rng, n, C):
         z[rows, y[rows]] = 25.0
     elif pattern in ("trained", "beyond"):  # confident rows (loss ~4e-17, 2**-54, or
         # ~1e-34, 2**-113) beside random ones (up to ~10): a tile spanning 58 binades (the
-        # tile sum's three windows) or 116 (more than they cover: the per-row path)
+        # tile sum's three windows) or 116 (more than they cover: one exact add per row)
         z[rows] = 0.0
         z[rows, y[rows]] = 40.0 if pattern == "trained" else 80.0
     elif pattern == "zero":  # exp(-200) underflows: loss exactly 0
@@ -215,15 +215,22 @@ def _tile_pattern(pattern, rng, n, C):
 _PATTERNS = ["normal", "peaked", "trained", "beyond", "zero", "wide", "overflow", "probs"]
 
 
-@pytest.mark.parametrize("pattern,dense", [(p, False) for p in _PATTERNS + ["ignored"]]
-                         + [(p, True) for p in _PATTERNS])  # dense labels have no ignore_index
-def test_tile_loss_sum_exact_and_independent_of_tiling(monkeypatch, pattern, dense):
-    """A clean tile adds its rows' float32 losses in one float64 step; that step must be
-    exact (the exact loss sum equals the exact sum of the per-row losses) and a row's loss
-    must not depend on which tile holds it (row ranges move with the thread count)."""
+_F64_PATTERNS = [p for p in _PATTERNS if p != "overflow"]  # 3e38 does not overflow float64
+
+
+@pytest.mark.parametrize("pattern,dense,dtype",
+                         [(p, False, np.float32) for p in _PATTERNS + ["ignored"]]
+                         + [(p, True, np.float32) for p in _PATTERNS]  # no dense ignore_index
+                         + [(p, d, np.float64) for p in _F64_PATTERNS for d in (False, True)])
+def test_tile_loss_sum_exact_and_independent_of_tiling(monkeypatch, pattern, dense, dtype):
+    """A clean tile adds its rows' float32 losses in one float64 step (float64 losses: one
+    exact add per row); either must be exact (the exact loss sum equals the exact sum of
+    the per-row losses) and a row's loss must not depend on which tile holds it (row ranges
+    move with the thread count)."""
     n, C = 1000, 10
     rng = np.random.default_rng([len(pattern), dense])
     z, y = _tile_pattern(pattern, rng, n, C)
+    z = z.astype(dtype)
     labels = np.eye(C, dtype=np.float32)[y] if dense else y
     opts = SoftmaxOptions(dense=dense, ignore_index=None if dense else -100, want_rows=True,
                           from_logits=pattern != "probs")
@@ -245,7 +252,7 @@ def test_tile_loss_sum_exact_and_independent_of_tiling(monkeypatch, pattern, den
     generic = K.softmax_xent(z, labels, opts)
     np.testing.assert_array_equal(generic.counts, first.counts)
     np.testing.assert_array_equal(generic.row_correct, first.row_correct)
-    assert_loss_close(first.row_loss, generic.row_loss, np.float32)
+    assert_loss_close(first.row_loss, generic.row_loss, dtype)
 
 
 def _sig_both(monkeypatch, z, t, opts):

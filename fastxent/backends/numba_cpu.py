@@ -806,15 +806,26 @@ def _exact_tile_sum(lv, nr):
 
 @jit_inline
 def _add_tile_loss(bn, lv, nr):
-    """Add a clean tile's losses ``lv[:nr]`` into the loss bins in (up to) three exact
-    float64 steps (``_exact_tile_sum``) and return True; False, nothing added, if they
-    cannot be (the tile takes the per-row path)."""
+    """Add a clean tile's losses ``lv[:nr]`` into the loss bins and return True: in (up to)
+    three exact float64 steps (``_exact_tile_sum``), or else, when every loss is finite,
+    one exact add per row (float64 losses, which are not float32 values; subnormal losses;
+    spans over 71 binades). False, nothing added, if a loss is NaN or infinite (the tile
+    takes the per-row path). Either way the bins get the rows' exact sum.
+
+    Before the per-row adds, every float64 tile took the per-row path, which recomputes
+    each row (sigmoid, 4M x 1 float64: 88 ns per row against 3 for float32)."""
     s0, s1, s2, exact = _exact_tile_sum(lv, nr)
     if exact:
         _bin_add(bn, X_LOSS, s0)
         _bin_add(bn, X_LOSS, s1)
         _bin_add(bn, X_LOSS, s2)
-    return exact
+        return True
+    for r in range(nr):
+        if nonfinite(lv[r]) != 0:
+            return False
+    for r in range(nr):
+        _bin_add(bn, X_LOSS, np.float64(lv[r]))
+    return True
 
 
 @jit_inline
