@@ -6,7 +6,8 @@ happened to the plain sigmoid loop once, and to the sparse kernel's blocked row 
 it was a cached ``jit_inline`` function: the loss changed in its last bits on the second
 run), so that a user's first and later processes disagree. Two processes on an empty cache
 directory, the first compiling and writing it, the second loading it, must print the same
-loss bits and counts for each kernel family.
+loss bits and counts for each kernel family, and for the stream jobs (the compiled wrappers
+that call the kernels from a worker's loop).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import pytest
 _CODE = r"""
 import numpy as np
 import fastxent as fx
+from fastxent.backends import numba_cpu
 
 rng = np.random.default_rng(0)
 out = []
@@ -37,6 +39,13 @@ for C in (10, 300):  # the small-C tile kernel and the row kernel
     show(fx.softmax_cross_entropy(z, y))  # sparse without top-k: the blocked row pass
 z = (rng.standard_normal((300, 5000)) * 3).astype(np.float32)  # rows of five 4 KB blocks
 show(fx.softmax_cross_entropy(z, rng.integers(0, 5000, 300)))
+numba_cpu._WAKE = numba_cpu._SMALL = 0  # an Evaluator's batches as stream jobs
+z = (rng.standard_normal((8000, 10)) * 3).astype(np.float32)
+for y in (rng.integers(0, 10, 8000), (rng.random((8000, 10)) < 0.2).astype(np.float32)):
+    ev = fx.Evaluator(top_k=2) if y.ndim == 1 else fx.Evaluator(task="multilabel")
+    for i in range(0, 8000, 2000):
+        ev.update(z[i:i + 2000], y[i:i + 2000])
+    show(ev.result())
 print("\n".join(out))
 """
 
@@ -51,4 +60,4 @@ def test_kernels_from_the_cache_give_the_bits_of_a_fresh_compile(tmp_path):
                            text=True, timeout=600, check=True).stdout for _ in range(2)]
     assert any(tmp_path.rglob("*.nbc")), "the first run wrote no cache"
     assert runs[0].splitlines() == runs[1].splitlines()
-    assert len(runs[0].splitlines()) == 11
+    assert len(runs[0].splitlines()) == 13

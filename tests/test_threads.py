@@ -198,3 +198,216 @@ def test_calls_in_a_row_and_large_calls_use_the_workers(two_threads, monkeypatch
     before = _posted()
     eng.softmax_xent(z, y, opts)
     assert _posted() == before + 1
+
+
+# ----------------------------------------------------------------------------- stream jobs
+
+
+def _stream_cases():
+    """(name, logits, targets, options) for each kernel an Evaluator's fast path launches."""
+    rng = np.random.default_rng(40)
+    n = 6000
+    z10 = (rng.standard_normal((n, 10)) * 3).astype(np.float32)
+    y10 = rng.integers(0, 10, n)
+    y10[rng.random(n) < 0.05] = -100
+    z10[17, 3] = np.nan
+    z300 = (rng.standard_normal((n // 4, 300)) * 3).astype(np.float32)
+    y300 = rng.integers(0, 300, n // 4)
+    z9 = (rng.standard_normal((n, 9)) * 3).astype(np.float32)
+    t9 = (rng.random((n, 9)) < 0.3).astype(np.float32)
+    z200 = (rng.standard_normal((n // 4, 200)) * 3).astype(np.float32)
+    t200 = (rng.random((n // 4, 200)) < 0.1).astype(np.float32)
+    zb = rng.standard_normal(n).astype(np.float16)
+    return [
+        ("softmax small C", z10, y10, dict(top_k=(1, 3), ignore_index=-100)),
+        ("softmax rows", z300, y300, dict(top_k=5)),
+        ("sigmoid small C", z9, t9, dict(task="multilabel", pos_weight=np.linspace(0.5, 2, 9))),
+        ("sigmoid plain", z200, t200, dict(task="multilabel")),
+        ("sigmoid rows", z200, t200, dict(task="multilabel", pos_weight=np.full(200, 2.0))),
+        ("binary", zb, rng.random(n) < 0.4, dict(task="binary")),
+    ]
+
+
+_CASES = _stream_cases()
+
+
+def _chunks(n):
+    """Uneven batches: a large one, a one-row one, a ragged tail."""
+    step = max(1, n // 5)
+    cuts = [0, step, step + 1, 2 * step, 3 * step + 7, n]
+    return list(zip(cuts[:-1], cuts[1:], strict=True))
+
+
+def _stream(z, t, opts, chunks=None):
+    ev = fx.Evaluator(**opts)
+    for a, b in chunks or _chunks(z.shape[0]):
+        ev.update(z[a:b], t[a:b])
+    return ev.result()
+
+
+def _metrics_state(m):
+    return (m.count, float(m.loss).hex(), float(m.accuracy).hex(),
+            {k: float(v).hex() for k, v in m.top_k_accuracy.items()})
+
+
+@pytest.fixture
+def count_jobs(monkeypatch):
+    """Every split batch runs as a stream job (``_SMALL`` 0); counts the jobs run."""
+    monkeypatch.setattr(eng, "_SMALL", 0)
+    jobs = []
+    real = eng._Pool.try_job
+
+    def counting(self, *a):
+        fb = real(self, *a)
+        jobs.append(fb is not None)
+        return fb
+
+    monkeypatch.setattr(eng._Pool, "try_job", counting)
+    return jobs
+
+
+@pytest.mark.parametrize("name, z, t, opts", _CASES, ids=[c[0] for c in _CASES])
+def test_stream_jobs_equal_the_one_shot_call(two_threads, count_jobs, name, z, t, opts):
+    got = _stream(z, t, opts)
+    assert sum(count_jobs) >= 3, "the batches did not run as stream jobs"
+    assert _metrics_state(got) == _metrics_state(fx.evaluate(z, t, **opts))
+
+
+def test_stream_jobs_take_readonly_memmap_batches(two_threads, count_jobs, tmp_path):
+    """The CLI's batches: read-only memmap slices (another array type for the job)."""
+    _, z, y, opts = _CASES[0]
+    np.save(tmp_path / "z.npy", z)
+    np.save(tmp_path / "y.npy", y)
+    zm = np.load(tmp_path / "z.npy", mmap_mode="r")
+    ym = np.load(tmp_path / "y.npy", mmap_mode="r")
+    got = _stream(zm, ym, opts)
+    assert sum(count_jobs) >= 3
+    assert _metrics_state(got) == _metrics_state(fx.evaluate(z, y, **opts))
+
+
+def test_stream_jobs_between_other_jobs_and_streams(two_threads, count_jobs):
+    """Batches of two streams (two sets of fixed arguments) and one-shot calls (Python jobs)
+    alternate: a worker running one stream's jobs in compiled code leaves for each other
+    job and comes back; every result is the one-shot call's."""
+    (_, za, ya, oa), (_, zb, yb, ob) = _CASES[0], _CASES[2]
+    want_a, want_b = fx.evaluate(za, ya, **oa), fx.evaluate(zb, yb, **ob)
+    ea, eb = fx.Evaluator(**oa), fx.Evaluator(**ob)
+    for (a0, a1), (b0, b1) in zip(_chunks(za.shape[0]), _chunks(zb.shape[0]), strict=True):
+        ea.update(za[a0:a1], ya[a0:a1])
+        assert _metrics_state(fx.evaluate(zb, yb, **ob)) == _metrics_state(want_b)
+        eb.update(zb[b0:b1], yb[b0:b1])
+    assert sum(count_jobs) >= 6
+    assert _metrics_state(ea.result()) == _metrics_state(want_a)
+    assert _metrics_state(eb.result()) == _metrics_state(want_b)
+
+
+def test_a_stream_job_wakes_sleeping_workers(two_threads, count_jobs):
+    """A stream job is posted in compiled code, after the caller looked for sleepers: a
+    worker that fell asleep just then must still wake (this hung before the workers slept
+    on the pool's job number instead of the posted one)."""
+    _, z, y, opts = _CASES[0]
+    chunks = _chunks(z.shape[0])
+    out = []
+
+    def run():
+        ev = fx.Evaluator(**opts)
+        for a, b in chunks:
+            _workers_asleep(2)
+            ev.update(z[a:b], y[a:b])
+        out.append(ev.result())
+
+    th = threading.Thread(target=run, daemon=True)
+    th.start()
+    th.join(timeout=120)
+    assert not th.is_alive(), "an update never returned"
+    assert sum(count_jobs) >= 3
+    assert _metrics_state(out[0]) == _metrics_state(fx.evaluate(z, y, **opts))
+
+
+def test_python_threads_streaming_at_once_get_their_own_results(two_threads, count_jobs):
+    out, errors = {}, []
+    barrier = threading.Barrier(len(_CASES))
+
+    def work(name, z, t, opts):
+        try:
+            numba.set_num_threads(2)
+            barrier.wait()
+            out[name] = _metrics_state(_stream(z, t, opts))
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=c) for c in _CASES]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(timeout=120)
+    assert not any(th.is_alive() for th in threads), "a stream never returned"
+    assert not errors, errors
+    for name, z, t, opts in _CASES:
+        assert out[name] == _metrics_state(fx.evaluate(z, t, **opts)), name
+
+
+@pytest.mark.parametrize("side", [0, 1], ids=["worker", "caller"])
+def test_an_error_in_a_stream_job_reaches_the_caller_and_adds_nothing(two_threads, count_jobs,
+                                                                      side):
+    """A worker's side fails (after the job was posted), or the caller's call fails before
+    posting it (its dispatch): the error is raised, the evaluator's state is unchanged, and
+    later batches run as jobs again."""
+    _, z, y, opts = _CASES[0]
+    (a0, a1), (b0, b1), *rest = [(0, 1000), (1000, 3000), (3000, z.shape[0])]
+    ev = fx.Evaluator(**opts)
+    ev.update(z[a0:a1], y[a0:a1])
+    plan = ev._fast.plan
+    real = plan.job
+
+    def failing(ctl, *args):
+        if ctl[0] == side:  # ctl[0]: 1 on the caller's side, 0 on a worker's
+            raise ZeroDivisionError("failed in a stream job")
+        return real(ctl, *args)
+
+    plan.job, plan.ja = failing, None
+    before = ev.state_dict()
+    with pytest.raises(ZeroDivisionError, match="stream job"):
+        ev.update(z[b0:b1], y[b0:b1])
+    assert ev.state_dict() == before
+    plan.job, plan.ja = real, None
+    n_jobs = sum(count_jobs)
+    for a, b in [(b0, b1), *rest]:
+        ev.update(z[a:b], y[a:b])
+    assert sum(count_jobs) == n_jobs + 2
+    assert _metrics_state(ev.result()) == _metrics_state(fx.evaluate(z, y, **opts))
+
+
+_STREAM_ON_FEWER_THREADS = """
+import numba
+import numpy as np
+import fastxent as fx
+from fastxent.backends import numba_cpu
+numba_cpu._WAKE = 0
+numba_cpu._SMALL = 0
+rng = np.random.default_rng(1)
+z = (rng.standard_normal((20_000, 10)) * 3).astype(np.float32)
+y = rng.integers(0, 10, 20_000)
+want = fx.evaluate(z, y, top_k=3)
+out = []
+for threads in (3, 2, 3):  # the pool has two workers; on two threads one skips each job
+    numba.set_num_threads(threads)
+    ev = fx.Evaluator(top_k=3)
+    for i in range(0, 20_000, 3000):
+        ev.update(z[i:i + 3000], y[i:i + 3000])
+    m = ev.result()
+    out.append(m.count == want.count and float(m.loss) == float(want.loss)
+               and m.top_k_accuracy == want.top_k_accuracy)
+print(out)
+"""
+
+
+def test_stream_jobs_on_fewer_threads_than_the_pool_has():
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, NUMBA_NUM_THREADS="3")
+    out = subprocess.run([sys.executable, "-c", _STREAM_ON_FEWER_THREADS], env=env, check=True,
+                         capture_output=True, text=True, timeout=300)
+    assert out.stdout.strip() == "[True, True, True]", out.stdout + out.stderr

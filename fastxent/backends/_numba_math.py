@@ -1199,3 +1199,33 @@ def store_at(typingctx, a, i, v):
         return context.get_dummy_value()
 
     return types.void(a, i, v), codegen
+
+
+@intrinsic
+def address_of(typingctx, a):
+    """The address of an array's first element, as an int64 (to hand a buffer to a thread
+    that runs GIL-free compiled code: see ``array_at``)."""
+    if not isinstance(a, types.Array):
+        return None
+
+    def codegen(context, builder, signature, args):
+        ary = context.make_array(signature.args[0])(context, builder, args[0])
+        return builder.ptrtoint(ary.data, _I64)
+
+    return types.int64(a), codegen
+
+
+@intrinsic
+def pointer_like(typingctx, addr, like):
+    """``addr`` (from ``address_of``) as a pointer to ``like``'s dtype, for
+    ``numba.carray(pointer_like(addr, like), n)``: a 1-D view of a buffer that the thread
+    which posted the address keeps alive until this one is done with it."""
+    if not (isinstance(addr, types.Integer) and isinstance(like, types.Array)):
+        return None
+    ptr = types.CPointer(like.dtype)
+
+    def codegen(context, builder, signature, args):
+        addr64 = context.cast(builder, args[0], signature.args[0], types.int64)
+        return builder.inttoptr(addr64, context.get_value_type(ptr))
+
+    return ptr(addr, like), codegen

@@ -42,6 +42,7 @@ canonical 32-bit limbs of :mod:`fastxent._state` and clears them.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 import os
 import threading
@@ -60,6 +61,7 @@ from ._numba_math import (
     FUSED_LANES,
     PREFETCH_MAX_BYTES,
     PREFETCH_MIN_BYTES,
+    address_of,
     cast_like,
     claim_block,
     f32_abs_bits,
@@ -81,6 +83,7 @@ from ._numba_math import (
     max_init,
     max_value,
     nonfinite,
+    pointer_like,
     prefetch_span,
     rowmax,
     rowmax_finite,
@@ -2476,12 +2479,22 @@ class _Pool:
     Whatever happens to the caller (an error, KeyboardInterrupt while it waits), the pool is
     released only when no worker is still running its job: a worker reads a job and records
     that it took it under the GIL, and the caller cancels the job under the GIL, then waits
-    for the workers that took it (``_settle``)."""
+    for the workers that took it (``_settle``).
+
+    Stream jobs (``try_job``, see ``_run_job``) are posted in compiled code: a worker runs a
+    stream's jobs without leaving it, and returns to this loop for any other job or after
+    ``_IDLE_SPINS`` polls without one. Their caller waits until every worker of the job is
+    back, whatever happens (a worker that did not take a job yet takes it, claims no rows
+    once the caller's share is done, and reports back)."""
 
     def __init__(self):
-        # [0] claims, [1] done, [2] posted job number, [4 + w] last job worker w is back from
+        # [0] claims, [1] done, [2] posted job number, [3] a worker's stream job failed,
+        # [4 + w] last job worker w is back from
         self.sig = np.zeros(4 + max(1, nb.config.NUMBA_NUM_THREADS), dtype=np.int64)
-        self.job = (0, None, None, None, 0)  # (number, kernel, args, bounds, workers in it)
+        self.mbox = np.zeros(_MB_SIZE, dtype=np.int64)  # a stream job's batch (_run_job)
+        # (number, kernel, args, bounds, workers in it); a stream job: (number, None,
+        # _JobArgs, None, workers in it)
+        self.job = (0, None, None, None, 0)
         self.error = None
         self.lock = threading.Lock()
         self.cond = threading.Condition()
@@ -2504,13 +2517,15 @@ class _Pool:
             self.threads.append(t)
 
     def _work(self, slot):
-        sig, seen = self.sig, 0
+        sig, seen, idle = self.sig, 0, False
         while True:
-            if not _wait_job(sig, seen, slot, _IDLE_SPINS):
+            if idle or not _wait_job(sig, seen, slot, _IDLE_SPINS):
                 with self.cond:
                     self.sleeping += 1
                     self.asleep[slot] = True
-                    while int(sig[2]) == seen:
+                    # the job number the caller set before it looked for sleepers (a stream
+                    # job is posted on sig[2] only later, in compiled code)
+                    while self.job[0] == seen:
                         self.cond.wait()
                     self.asleep[slot] = False
                     self.sleeping -= 1
@@ -2519,11 +2534,18 @@ class _Pool:
             # Its arrays are bound only while this worker runs it: a worker that skips a job
             # (one that wants fewer workers than the pool has) must not keep the caller's
             # arrays alive until the next job
+            idle = False
             job = self.job
             num, nw = job[0], job[4]
             if num == seen or slot >= nw:
                 seen = num
                 del job
+                continue
+            if job[1] is None:  # a stream job: run it and the stream's next ones compiled
+                ja = job[2]
+                del job
+                seen, idle = self._work_stream(ja, slot, seen)
+                del ja
                 continue
             seen = num
             self.taken[slot] = num
@@ -2537,6 +2559,21 @@ class _Pool:
             finally:
                 self.finished[slot] = num
                 del kernel, args, bounds
+
+    def _work_stream(self, ja, slot, seen):
+        """Run stream jobs with ``ja``'s fixed arguments from the one after ``seen`` until
+        another job is posted or none comes for a while; (last job seen, whether idle)."""
+        sig = self.sig
+        try:
+            seen, idle = ja.fn((0, ja.token, seen, 0, slot, _IDLE_SPINS), ja.head, ja.tail,
+                               ja.bufs, self.mbox, sig, ja.red)
+            return seen, bool(idle)
+        except BaseException as exc:  # noqa: BLE001 - re-raised by the caller
+            self.error = exc
+            num = int(sig[2])
+            sig[3] = 1  # the caller must not add this job's state
+            sig[4 + slot] = num
+            return num, False
 
     def awake(self, nw) -> bool:
         """Whether workers ``0 .. nw-1`` exist and are not asleep (a hint: read unlocked)."""
@@ -2557,15 +2594,13 @@ class _Pool:
             sig[1] = 0
             self.error = None
             self.job = (num, kernel, args, bounds, T - 1)
+            self.mbox[_MB_TOKEN] = 0  # not a stream job: workers in one return to Python
             sig[2] = num
             if self.sleeping:
                 with self.cond:
                     self.cond.notify_all()
             kernel(*args, T - 1, sig, bounds)
-            while not _wait_back(sig, num, T - 1, _BACK_SPINS):
-                if not all(t.is_alive() for t in self.threads[:T - 1]):
-                    raise RuntimeError("a fastxent worker thread died; the call is incomplete")
-                time.sleep(20e-6)
+            self._join(num, T)
             complete = True
             if self.error is not None:
                 raise self.error
@@ -2573,6 +2608,59 @@ class _Pool:
         finally:
             self._settle(num, complete)
             self.lock.release()
+
+    def try_job(self, ja, z, y, n, bounds, T, red):
+        """Run a stream job (``ja``'s fixed arguments, the batch ``z``, ``y``, ``n`` rows
+        in blocks ``bounds``) on the caller's thread and T - 1 workers and add its state
+        into the stream's arrays (``red``: ``_reduce_into``'s arguments after the state
+        slices); the first bad row or -1, or None (nothing run) if another Python thread's
+        job holds the pool."""
+        if not self.lock.acquire(blocking=False):
+            return None
+        sig = self.sig
+        num = int(sig[2]) + 1
+        complete = False
+        try:
+            self._grow(T - 1)
+            sig[3] = 0
+            self.error = None
+            self.job = (num, None, ja, None, T - 1)
+            if self.sleeping:
+                with self.cond:
+                    self.cond.notify_all()
+            fb = ja.fn((1, ja.token, 0, n, T - 1, _BACK_SPINS), ja.head, ja.tail,
+                       (z, y, bounds), self.mbox, sig, red)[0]
+            if fb == -2:  # the workers were not back (or one failed): wait here
+                self._join(num, T)
+                if self.error is not None:
+                    raise self.error
+                fb = _reduce_into(ja.tail[-4], ja.tail[-2], ja.tail[-1], *red)
+            complete = True
+            return fb
+        finally:
+            if complete:
+                pass
+            elif int(sig[2]) != num:  # failed before it was posted (the call's dispatch)
+                self.job = (num, None, None, None, 0)
+                self.mbox[_MB_TOKEN] = 0
+                sig[2] = num  # posted empty, so that job numbers stay in step
+            else:  # the workers read the batch's addresses until they are back
+                self._join(num, T, settle=True)
+            self.job = (num, None, None, None, 0)
+            self.lock.release()
+
+    def _join(self, num, T, settle=False):
+        """Until workers ``0 .. T-2`` are back from job ``num``; ``settle``: without
+        raising, and not for dead workers."""
+        sig = self.sig
+        while not _wait_back(sig, num, T - 1, _BACK_SPINS):
+            alive = [t.is_alive() for t in self.threads[:T - 1]]
+            if not all(alive):
+                if not settle:
+                    raise RuntimeError("a fastxent worker thread died; the call is incomplete")
+                if all(int(sig[4 + w]) == num for w in range(T - 1) if alive[w]):
+                    return
+            time.sleep(20e-6)
 
     def _settle(self, num, complete):
         """Cancel job ``num`` for the workers that have not taken it (and drop its references
@@ -2623,6 +2711,156 @@ def _parallel(kernel, args, T, n, C):
     if alone or not _POOL.try_run(kernel, args, T, bounds):
         kernel(*args, T - 1, np.zeros(3, dtype=np.int64), bounds)
     _POOL.last = time.perf_counter()
+
+
+# ---------------------------------------------------------------- stream jobs (GIL-free workers)
+#
+# A stream of batches with one launch plan (``fx.Evaluator``'s fast path) posts each batch as
+# a "stream job": the kernel's fixed arguments (``head``, ``tail``: options, weights, the
+# state slices) are handed to each worker once, and each batch only as addresses in the
+# pool's mailbox. A worker then stays in compiled code between batches (``_run_job``): it
+# sees a batch as soon as it is posted and runs its share without the GIL, instead of
+# taking the GIL and dispatching the kernel's ~30 arguments after the caller's own call
+# has started (~10 us on each side of every 64k x 10 batch). The caller's side posts, runs
+# its slot, waits for the workers and adds the state into the stream's arrays in the same
+# compiled call.
+
+# the mailbox: the job's token (which fixed arguments), workers in it, then the batch
+_MB_TOKEN, _MB_NW, _MB_Z, _MB_NZ, _MB_Y, _MB_NY, _MB_N, _MB_B, _MB_NB = range(9)
+_MB_SIZE = 16
+
+
+@nb.njit(nogil=True, inline="always")  # inlined: a dispatcher argument is not cacheable
+def _run_job(kernel, ctl, head, tail, bufs, mbox, sig, red):
+    """One side of a stream job of ``kernel``, called as ``kernel(z, y, *head, n, *tail,
+    slot, sig, bounds)``; ``ctl`` = (post, token, seen, n, slot, spins), ``bufs`` = (z, y,
+    bounds), ``red`` = ``_reduce_into``'s arguments after the state slices.
+
+    post = 1 (the caller; slot = T - 1 = the workers in the job): write the batch into
+    ``mbox``, post job ``sig[2] + 1``, run the caller's slot, poll ``spins`` times for the
+    workers to be back (``sig[4 + w]``), then add the state into the stream's arrays;
+    returns (first bad row or -1, 0), or (-2, 0) if the workers are not back yet (or one
+    failed).
+
+    post = 0 (a worker, ``seen`` = the last job it was back from): run every job posted
+    with this ``token`` (its slot unless slot >= the job's workers), reporting each back;
+    returns (seen, idle): idle = 1 after ``spins`` polls without a job, 0 when a job of
+    another token was posted (not taken: the worker's Python reads it from the pool)."""
+    post, token, seen, n, slot, spins = ctl
+    z, y, bounds = bufs
+    if post:
+        num = load_posted(sig) + 1
+        mbox[_MB_TOKEN] = token
+        mbox[_MB_NW] = slot
+        mbox[_MB_Z] = address_of(z)
+        mbox[_MB_NZ] = z.shape[0]
+        mbox[_MB_Y] = address_of(y)
+        mbox[_MB_NY] = y.shape[0]
+        mbox[_MB_N] = n
+        mbox[_MB_B] = address_of(bounds)
+        mbox[_MB_NB] = bounds.shape[0]
+        sig[0] = 0
+        sig[1] = 0
+        store_at(sig, 2, num)  # release: the mailbox and the counters before the number
+        # the same kernel build as the workers': C-contiguous writable views
+        kernel(nb.carray(pointer_like(address_of(z), z), z.shape[0]),
+               nb.carray(pointer_like(address_of(y), y), y.shape[0]),
+               *head, n, *tail, slot, sig, bounds)
+        for _ in range(spins):
+            back = True
+            for w in range(slot):
+                back &= load_at(sig, 4 + w) == num
+            if back:
+                if load_at(sig, 3) != 0:
+                    return -2, 0  # a worker failed: its error is raised, nothing added
+                counts_t, limbs_t, first_bad_t = tail[-4], tail[-2], tail[-1]
+                return _reduce_into(counts_t, limbs_t, first_bad_t, *red), 0
+        return -2, 0
+    while True:
+        polls = 0
+        while load_posted(sig) == seen:
+            polls += 1
+            if polls >= spins:
+                return seen, 1
+        num = load_posted(sig)
+        tok = load_at(mbox, _MB_TOKEN)
+        nw = load_at(mbox, _MB_NW)
+        zb = nb.carray(pointer_like(load_at(mbox, _MB_Z), z), load_at(mbox, _MB_NZ))
+        yb = nb.carray(pointer_like(load_at(mbox, _MB_Y), y), load_at(mbox, _MB_NY))
+        bb = nb.carray(pointer_like(load_at(mbox, _MB_B), bounds), load_at(mbox, _MB_NB))
+        m = load_at(mbox, _MB_N)
+        if load_posted(sig) != num:
+            continue  # a newer job was posted while the mailbox was read: read it again
+        if tok != token:
+            return seen, 0
+        seen = num
+        if slot < nw:
+            kernel(zb, yb, *head, m, *tail, slot, sig, bb)
+        store_at(sig, 4 + slot, num)
+
+
+jit_job = nb.njit(nogil=True, cache=config.NUMBA_CACHE)
+
+
+@jit_job
+def _job_softmax_sparse(ctl, head, tail, bufs, mbox, sig, red):
+    return _run_job(_softmax_sparse, ctl, head, tail, bufs, mbox, sig, red)
+
+
+@jit_job
+def _job_softmax_sparse_small(ctl, head, tail, bufs, mbox, sig, red):
+    return _run_job(_softmax_sparse_small, ctl, head, tail, bufs, mbox, sig, red)
+
+
+@jit_job
+def _job_sigmoid(ctl, head, tail, bufs, mbox, sig, red):
+    return _run_job(_sigmoid, ctl, head, tail, bufs, mbox, sig, red)
+
+
+@jit_job
+def _job_sigmoid_plain(ctl, head, tail, bufs, mbox, sig, red):
+    return _run_job(_sigmoid_plain, ctl, head, tail, bufs, mbox, sig, red)
+
+
+@jit_job
+def _job_sigmoid_small(ctl, head, tail, bufs, mbox, sig, red):
+    return _run_job(_sigmoid_small, ctl, head, tail, bufs, mbox, sig, red)
+
+
+# each kernel a stream plan launches and the compiled job that runs it (a job must name its
+# kernel in its body: a kernel passed in as an argument is not cached on disk)
+_JOBS = {_softmax_sparse: _job_softmax_sparse, _softmax_sparse_small: _job_softmax_sparse_small,
+         _sigmoid: _job_sigmoid, _sigmoid_plain: _job_sigmoid_plain,
+         _sigmoid_small: _job_sigmoid_small}
+
+
+def _parallel_job(plan, z, y, n, C, T, st, red):
+    """``plan``'s kernel on a contiguous batch as a stream job of the pool (``_run_job``),
+    its state added into the stream's arrays (``red``); the first bad row or -1, or None
+    (nothing run) where ``_parallel`` would run it on the caller's thread alone."""
+    global _POOL
+    if _POOL is None:
+        _POOL = _Pool()
+    if (n * C < _WAKE and time.perf_counter() - _POOL.last > _LOOP_GAP
+            and not _POOL.awake(T - 1)):
+        return None
+    fb = _POOL.try_job(plan.job_args(T, st, z, y, C), z, y, n, _block_bounds(n, C, T), T, red)
+    if fb is not None:
+        _POOL.last = time.perf_counter()
+    return fb
+
+
+class _JobArgs:
+    """A stream job's fixed arguments for ``_run_job``: its compiled job ``fn``, a
+    ``token`` naming them, the kernel's arguments before and after the row count (``head``,
+    ``tail``), and zero-length stand-ins of the batch's arrays and of the reduction's
+    arguments with the types of the caller's (``bufs``, ``red``: one build of ``fn``)."""
+
+    __slots__ = ("fn", "token", "head", "tail", "bufs", "red", "st", "key")
+
+
+_TOKENS = itertools.count(1)
+_ROWS_HERE = object()  # where the row count goes in a plan's kernel arguments
 
 
 _SCRATCH = threading.local()
@@ -2716,13 +2954,15 @@ class _Plan:
     each contiguous batch straight into its state (``add_into``)."""
 
     __slots__ = ("kernel", "args", "nq", "nc", "dense", "want_rows", "rdt", "hits", "K",
-                 "no_rows")
+                 "no_rows", "job", "ja")
 
     def __init__(self, kernel, args, nq, nc, dense, want_rows, rdt, hits, K):
         self.kernel, self.args, self.nq, self.nc = kernel, args, nq, nc
         self.dense, self.want_rows, self.rdt, self.hits, self.K = (
             dense, want_rows, rdt, hits, K)
         self.no_rows = self._rows(0)  # the kernels' row outputs when none are wanted
+        self.job = _JOBS.get(kernel)  # its compiled stream job (add_into), if it has one
+        self.ja = None  # the last _JobArgs built
 
     def _rows(self, m):
         """Per-row outputs of m rows: loss, correct, then (softmax) top-k hits or (sigmoid)
@@ -2778,13 +3018,40 @@ class _Plan:
         T = _threads(n, C)
         st = _scratch(T, self.nq, self.nc)
         if n and C:
+            z = _kernel_view(logits).reshape(-1)
             try:
-                _parallel(self.kernel, self.args(_kernel_view(logits).reshape(-1), C, tb, trs,
-                                                 _NO_WEIGHTS, n, self.no_rows, st[:4]), T, n, C)
+                if T > 1 and self.job is not None:
+                    fb = _parallel_job(self, z, tb, n, C, T, st,
+                                       (st[4], acc_counts, acc_exact, validate))
+                    if fb is not None:
+                        return fb
+                _parallel(self.kernel, self.args(z, C, tb, trs, _NO_WEIGHTS, n, self.no_rows,
+                                                 st[:4]), T, n, C)
             except BaseException:
                 _drop_scratch(st[1])
                 raise
         return _reduce_into(st[0], st[2], st[3], st[4], acc_counts, acc_exact, validate)
+
+    def job_args(self, T, st, z, y, C) -> _JobArgs:
+        """The stream job's fixed arguments for T threads, this thread's state slices
+        ``st`` and a batch like (``z``, ``y``) of C classes (flat and contiguous, as
+        ``add_into`` passes them)."""
+        key = (T, C, z.flags.writeable, y.dtype, y.flags.writeable)
+        ja = self.ja
+        if ja is not None and ja.st is st and ja.key == key:
+            return ja
+        ja = _JobArgs()
+        ja.fn, ja.token, ja.st, ja.key = self.job, next(_TOKENS), st, key
+        z0, y0 = z[:0], y[:0]
+        args = self.args(z0, C, y0, C if self.dense else 0, _NO_WEIGHTS, _ROWS_HERE,
+                         self.no_rows, st[:4])
+        at = next(i for i, a in enumerate(args) if a is _ROWS_HERE)
+        ja.head, ja.tail = args[2:at], args[at + 1:]
+        ja.bufs = (z0, y0, np.zeros(0, dtype=np.int64))
+        ja.red = (st[4], np.zeros(self.nc, dtype=np.int64),
+                  np.zeros((self.nq, S.NLIMBS), dtype=np.int64), False)
+        self.ja = ja
+        return ja
 
 
 def _softmax_plan(opts: SoftmaxOptions, C: int, dtype) -> _Plan:
