@@ -707,7 +707,8 @@ class _FastPath:
     def run(self, logits, labels, counts, exact) -> int:
         """Add the batch into ``counts`` / ``exact`` (raw limbs) and return its row count; -1
         (nothing added) if it must take the full path."""
-        if (not _host_array(logits) or not _host_array(labels)
+        if (not (type(logits) is np.ndarray or _host_array(logits))
+                or not (type(labels) is np.ndarray or _host_array(labels))
                 or logits.dtype != self.ldt or logits.ndim != self.ndim):
             return -1
         C = self.C
@@ -720,7 +721,7 @@ class _FastPath:
         elif logits.ndim == 0 or logits.shape[-1] != C or not (
                 labels.shape == logits.shape or (C == 1 and labels.shape == logits.shape[:-1])):
             return -1
-        if not self._labels_ok(labels):
+        if (self.ydt is None or labels.dtype != self.ydt) and not self._labels_ok(labels):
             return -1
         n = logits.size // C
         z = logits.reshape(n, C)
