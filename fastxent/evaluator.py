@@ -60,7 +60,18 @@ _ARRAY_OPTIONS = ("class_weight", "pos_weight")
 
 
 def _carry(exact) -> None:
-    """Canonicalise raw limbs in place (NumPy or CuPy; device ops only, no sync)."""
+    """Canonicalise raw limbs in place (NumPy or CuPy; device ops only, no sync): every limb
+    but the top one in [0, 2**32), the same integer."""
+    if isinstance(exact, np.ndarray):
+        # whole-array passes until no limb carries (two or three for sums of raw limbs):
+        # ~10 us, where the limb-by-limb loop took 200-500 us at an evaluator's first result
+        low = exact[:, :-1]
+        while True:
+            c = low >> S.LIMB_BITS
+            if not c.any():
+                return
+            low -= c << S.LIMB_BITS
+            exact[:, 1:] += c
     for j in range(S.NLIMBS - 1):
         c = exact[:, j] >> S.LIMB_BITS
         exact[:, j] -= c << S.LIMB_BITS

@@ -160,6 +160,31 @@ def test_carry_after_many_raw_additions(data, monkeypatch):
     assert_same(ev.result(), fx.evaluate(z, y, sample_weight=sw, **opts))
 
 
+def test_carry_of_host_limbs_is_canonical_and_keeps_the_value():
+    """The host carry (whole-array passes) gives the limbs of the limb-by-limb carry (the
+    one device arrays keep): the same integer, every limb but the top one in [0, 2**32).
+    Raw limbs of either sign up to 2**52, and a long ripple through limbs of 2**32 - 1."""
+    from fastxent import _state as S
+
+    rng = np.random.default_rng(5)
+    raw = rng.integers(-(1 << 52), 1 << 52, size=(6, S.NLIMBS), dtype=np.int64)
+    raw[2] = (1 << 32) - 1  # a carry into limb 0 ripples through every limb
+    raw[2, 0] = 1 << 40
+    raw[3] = 0
+    for row in raw:
+        want = row.copy()
+        for j in range(S.NLIMBS - 1):  # the limb-by-limb carry
+            c = want[j] >> S.LIMB_BITS
+            want[j] -= c << S.LIMB_BITS
+            want[j + 1] += c
+        got = row[None].copy()
+        E._carry(got)
+        assert np.array_equal(got[0], want)
+        assert ((got[0, :-1] >= 0) & (got[0, :-1] < 1 << 32)).all()
+        value = sum(int(v) << (S.LIMB_BITS * j) for j, v in enumerate(row))
+        assert sum(int(v) << (S.LIMB_BITS * j) for j, v in enumerate(got[0])) == value
+
+
 def test_torch_batches_give_torch_results():
     torch = pytest.importorskip("torch")
     rng = np.random.default_rng(11)
