@@ -347,17 +347,25 @@ def test_python_threads_streaming_at_once_get_their_own_results(two_threads, cou
         assert out[name] == _metrics_state(fx.evaluate(z, t, **opts)), name
 
 
+@pytest.mark.parametrize("reused", [False, True], ids=["new-job", "next-batch"])
 @pytest.mark.parametrize("side", [0, 1], ids=["worker", "caller"])
 def test_an_error_in_a_stream_job_reaches_the_caller_and_adds_nothing(two_threads, count_jobs,
-                                                                      side):
+                                                                      side, reused):
     """A worker's side fails (after the job was posted), or the caller's call fails before
-    posting it (its dispatch): the error is raised, the evaluator's state is unchanged, and
-    later batches run as jobs again."""
+    posting it (its dispatch), in a stream's first job or in a batch that reuses the last
+    one's launch (``_Launch``): the error is raised, the evaluator's state is unchanged,
+    and later batches run as jobs again."""
     _, z, y, opts = _CASES[0]
-    (a0, a1), (b0, b1), *rest = [(0, 1000), (1000, 3000), (3000, z.shape[0])]
+    cuts = [0, 1000, 2000, 3000, 4500, z.shape[0]]
+    chunks = list(zip(cuts[:-1], cuts[1:], strict=True))
     ev = fx.Evaluator(**opts)
-    ev.update(z[a0:a1], y[a0:a1])
+    done = 3 if reused else 1  # batches before the failing one
+    for a, b in chunks[:done]:
+        ev.update(z[a:b], y[a:b])
     plan = ev._fast.plan
+    if reused:
+        assert plan.last is not None, "the last batch left no launch to reuse"
+    ja = plan.last.ja if reused else None
     real = plan.job
 
     def failing(ctl, *args):
@@ -365,16 +373,25 @@ def test_an_error_in_a_stream_job_reaches_the_caller_and_adds_nothing(two_thread
             raise ZeroDivisionError("failed in a stream job")
         return real(ctl, *args)
 
-    plan.job, plan.ja = failing, None
+    if reused:
+        ja.fn = failing
+        _workers_asleep(2)  # a worker takes ja.fn when it enters the job's loop
+    else:
+        plan.job, plan.ja = failing, None
     before = ev.state_dict()
+    a, b = chunks[done]
     with pytest.raises(ZeroDivisionError, match="stream job"):
-        ev.update(z[b0:b1], y[b0:b1])
-    assert ev.state_dict() == before
-    plan.job, plan.ja = real, None
-    n_jobs = sum(count_jobs)
-    for a, b in [(b0, b1), *rest]:
         ev.update(z[a:b], y[a:b])
-    assert sum(count_jobs) == n_jobs + 2
+    assert ev.state_dict() == before
+    assert plan.last is None
+    if reused:
+        ja.fn = real
+    else:
+        plan.job, plan.ja = real, None
+    n_jobs = sum(count_jobs)
+    for a, b in chunks[done:]:
+        ev.update(z[a:b], y[a:b])
+    assert sum(count_jobs) == n_jobs + len(chunks) - done
     assert _metrics_state(ev.result()) == _metrics_state(fx.evaluate(z, y, **opts))
 
 

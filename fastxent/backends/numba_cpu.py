@@ -3061,7 +3061,12 @@ class _Plan:
                 and logits.flags.num & _LAYOUT_FLAGS == m.zflags
                 and labels.flags.num & _LAYOUT_FLAGS == m.yflags and labels.dtype == m.ydt
                 and m.thread == threading.get_ident() and not m.dirty[0]):
-            fb = m.run(logits, labels)
+            try:
+                fb = m.run(logits, labels)
+            except BaseException:
+                self.last = None
+                _drop_scratch(m.ja.st[1])
+                raise
             if fb is not None:
                 return fb
         if not logits.flags.c_contiguous or not labels.flags.c_contiguous:
