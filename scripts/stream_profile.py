@@ -1,27 +1,25 @@
 """Where a streamed update's time goes: an ``fx.Evaluator`` fed 64k-row batches, timed around
 the engine's pieces.
 
-The CPU engine's pieces are wrapped with timestamps (in this process only): the pool's
-``try_run`` (posting the job, the caller's kernel, the wait for the worker) and the kernel
-calls of the caller and of the worker. Per update it derives:
+Each batch runs as a stream job of the CPU engine's pool (``numba_cpu._Pool.try_job``): the
+workers wait in compiled code, the caller posts the batch, runs its share, waits for them and
+adds the state in one compiled call. The pool's ``try_job`` is wrapped with timestamps (in
+this process only). Per update it derives:
 
-* **before the pool**: from ``update()`` to the job being posted (the fast path's checks, the
-  thread count, the state slices, the kernel's arguments);
-* **worker start delay**: the worker's kernel call starts this long after the caller's (the
-  worker takes the GIL and dispatches its call once the caller's kernel has claimed a block);
-* **end wait**: from the end of the caller's kernel to the end of ``try_run`` (the worker's
-  last block, then its return to the pool);
-* **after the pool**: from the end of ``try_run`` to the end of ``update()`` (the reduction
-  into the evaluator's state);
+* **before the job**: from ``update()`` to ``try_job`` (the fast path's checks and the
+  reuse of the last batch's launch);
+* **job**: ``try_job`` (its Python, the compiled call's dispatch, the kernels on all
+  threads, the wait for the workers, the reduction into the evaluator's state);
+* **after the job**: from the end of ``try_job`` to the end of ``update()``;
 * **whole update**, and the one-shot call's time per batch for comparison.
 
 Then (``--layers``) the same rows as one engine call and as a stream of batches, each layer
-of the stream's path added in turn: the kernels launched through the pool per batch, the
-reduction into the state per batch, the engine's ``add_into`` (its Python), and
+of the stream's path added in turn: the jobs posted from compiled code (no Python between
+batches), the jobs posted through ``try_job``, the engine's ``add_into`` (its Python), and
 ``Evaluator.update``; what each layer adds per update.
 
-The wrappers add ~1 us of Python each; the medians are what to read, the maxima show the rare
-long stalls (a worker descheduled while it holds a block).
+The wrapper adds ~1 us of Python; the medians are what to read, the maxima show the rare long
+stalls (a worker descheduled while it holds a block).
 
 Run:  PYTHONPATH=. python scripts/stream_profile.py [--rows 4000000] [--classes 10]
       [--chunk 65536] [--streams 10] [--layers 15]
@@ -32,6 +30,7 @@ from __future__ import annotations
 import argparse
 import time
 
+import numba as nb
 import numpy as np
 
 import fastxent as fx
@@ -52,60 +51,35 @@ def main(argv=None):
     z = rng.standard_normal((n, C), dtype=np.float32)
     y = rng.integers(0, C, n)
     fx.evaluate(z[:chunk], y[:chunk])
-    ev = fx.Evaluator()
-    ev.update(z[:chunk], y[:chunk])  # builds the stream's fast path and launch plan
-    plan = ev._fast.plan
-    if plan is None:
-        raise SystemExit("this stream takes no fast path")
-
     clock = time.perf_counter_ns
-    kernel_log, pool_log = [], []
-    kernel = plan.kernel
+    log = []
+    try_job = eng._Pool.try_job
 
-    def timed_kernel(*args):  # args[-3] is the slot: the caller runs the last one
+    def timed_try_job(self, *args):
         t0 = clock()
-        kernel(*args)
-        kernel_log.append((args[-3], t0, clock()))
-
-    try_run = eng._Pool.try_run
-
-    def timed_try_run(self, *args):
-        t0 = clock()
-        out = try_run(self, *args)
-        pool_log.append((t0, clock()))
+        out = try_job(self, *args)
+        log.append((t0, clock()))
         return out
 
-    plan.kernel = timed_kernel
-    eng._Pool.try_run = timed_try_run
-    parts = {k: [] for k in ("before the pool", "worker start delay", "end wait",
-                             "after the pool", "whole update")}
+    eng._Pool.try_job = timed_try_job
+    parts = {k: [] for k in ("before the job", "job", "after the job", "whole update")}
     try:
         for _ in range(a.streams):
-            kernel_log.clear()
-            pool_log.clear()
-            updates = []
+            ev = fx.Evaluator()
             for i in range(0, n, chunk):
+                log.clear()
                 t0 = clock()
                 ev.update(z[i:i + chunk], y[i:i + chunk])
-                updates.append((t0, clock()))
-            pools = iter(pool_log)
-            pool = next(pools, None)
-            for u0, u1 in updates:
-                if pool is None or not u0 <= pool[0] <= u1:
-                    continue  # a batch small enough to run on the caller's thread alone
-                (p0, p1), pool = pool, next(pools, None)
-                calls = [k for k in kernel_log if p0 <= k[1] <= p1]
-                mine = max(calls, key=lambda k: k[0])  # the caller's slot
-                others = [k for k in calls if k is not mine]
-                parts["before the pool"].append(p0 - u0)
-                if others:
-                    parts["worker start delay"].append(min(k[1] for k in others) - mine[1])
-                parts["end wait"].append(p1 - mine[2])
-                parts["after the pool"].append(u1 - p1)
-                parts["whole update"].append(u1 - u0)
+                t1 = clock()
+                if not log:
+                    continue  # the first batch (full path), or one run on one thread
+                j0, j1 = log[0]
+                parts["before the job"].append(j0 - t0)
+                parts["job"].append(j1 - j0)
+                parts["after the job"].append(t1 - j1)
+                parts["whole update"].append(t1 - t0)
     finally:
-        plan.kernel = kernel
-        eng._Pool.try_run = try_run
+        eng._Pool.try_job = try_job
     t_one = min(_timed(lambda: fx.evaluate(z, y)) for _ in range(5))
     print(f"{n:,} x {C} float32, {chunk:,}-row updates, {a.streams} streams; us per update")
     print(f"  {'':20s} {'median':>8} {'mean':>8} {'p99':>8} {'max':>10}")
@@ -120,6 +94,19 @@ def main(argv=None):
         layers(n, C, chunk, a.layers)
 
 
+def _compiled_posts(fn):
+    """A compiled loop posting one stream job per batch with the caller's side of ``fn``
+    (the pool's workers must be in that job's loop already)."""
+
+    @nb.njit(nogil=True)
+    def posts(z, y, chunk, C, token, head, tail, bounds, mbox, sig, red):
+        for i in range(0, y.shape[0] - chunk + 1, chunk):
+            fn((1, token, 0, chunk, 1, 1 << 22), head, tail,
+               (z[i * C:(i + chunk) * C], y[i:i + chunk], bounds), mbox, sig, red)
+
+    return posts
+
+
 def layers(n, C, chunk, repeat):
     """The same rows as one call and as a stream, each layer of the stream's path added in
     turn (calls alternating, 20th percentile of ``repeat``): what each layer costs per
@@ -128,26 +115,32 @@ def layers(n, C, chunk, repeat):
     z = rng.standard_normal((n, C), dtype=np.float32)
     y = rng.integers(0, C, n)
     ev = fx.Evaluator()
-    ev.update(z[:chunk], y[:chunk])
+    for i in range(0, 6 * chunk, chunk):  # the first batches set up the stream's job
+        ev.update(z[i:i + chunk], y[i:i + chunk])
     plan = ev._fast.plan
+    launch = plan.last
+    if launch is None:
+        raise SystemExit("the stream runs no jobs (one thread?)")
+    ja, pool = launch.ja, eng._POOL
     cnt, ex = ev._counts.copy(), ev._exact.copy()
+    red = (launch.red[0], cnt, ex, False)
     zf = z.reshape(-1)
-    T = eng._threads(chunk, C)
-    st = eng._scratch(T, plan.nq, plan.nc)
     starts = range(0, n - chunk + 1, chunk)  # whole batches only
     n_used = len(starts) * chunk
-    pre = [plan.args(zf[i * C:(i + chunk) * C], C, y[i:i + chunk], 0, eng._NO_WEIGHTS, chunk,
-                     plan.no_rows, st[:4]) for i in starts]
+    batches = [(zf[i * C:(i + chunk) * C], y[i:i + chunk]) for i in starts]
+    posts = _compiled_posts(ja.fn)
 
     def one_call():
         plan.add_into(z[:n_used], y[:n_used], cnt, ex, False)
 
-    def pool_jobs(reduce_each=False):
-        for args in pre:
-            eng._parallel(plan.kernel, args, T, chunk, C)
-            if reduce_each:
-                eng._reduce_into(st[0], st[2], st[3], st[4], cnt, ex, False)
-        eng._reduce_into(st[0], st[2], st[3], st[4], cnt, ex, False)
+    def compiled():
+        ev.update(z[:chunk], y[:chunk])  # the workers in this job's loop
+        posts(zf[:n_used * C], y[:n_used], chunk, C, ja.token, ja.head, ja.tail,
+              launch.bounds, pool.mbox, pool.sig, red)
+
+    def jobs():
+        for zb, yb in batches:
+            pool.try_job(ja, zb, yb, chunk, launch.bounds, launch.T, red)
 
     def add_into():
         for i in starts:
@@ -158,8 +151,8 @@ def layers(n, C, chunk, repeat):
         for i in starts:
             e.update(z[i:i + chunk], y[i:i + chunk])
 
-    cases = {"one call": one_call, "kernel calls (pool)": pool_jobs,
-             "+ reduction per call": lambda: pool_jobs(True), "+ add_into": add_into,
+    cases = {"one call": one_call, "jobs, compiled posts": compiled,
+             "jobs through try_job": jobs, "+ add_into": add_into,
              "+ Evaluator.update": evaluator}
     times = {k: [] for k in cases}
     for f in cases.values():
