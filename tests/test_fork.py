@@ -54,3 +54,44 @@ def test_forked_child_computes(two_threads):
             child = pool.apply_async(_both).get(timeout=60)  # hung before the fix
     assert child == parent
     assert _both() == parent  # and the parent's pool still works
+
+
+_STREAM = None  # (evaluator, logits, labels, batches left) of the parent's stream
+
+
+def _finish_stream():
+    ev, z, y, rest = _STREAM
+    for a, b in rest:
+        ev.update(z[a:b], y[a:b])
+    m = ev.result()
+    return [float(m.loss), float(m.accuracy), int(m.count)]
+
+
+def test_forked_child_continues_a_stream(two_threads, monkeypatch):
+    """A child forked in the middle of an Evaluator's stream, its batches running as the
+    engine's stream jobs (the parent's worker waiting in compiled code), finishes the
+    stream with its own workers: same numbers as the parent, and as one call."""
+    global _STREAM
+    from fastxent.backends import numba_cpu
+
+    monkeypatch.setattr(numba_cpu, "_SMALL", 0)
+    z, y, _ = _arrays()
+    cuts = list(range(0, N + 1, 2500))
+    chunks = list(zip(cuts[:-1], cuts[1:], strict=True))
+    ev = fx.Evaluator(top_k=3)
+    for a, b in chunks[:4]:
+        ev.update(z[a:b], y[a:b])
+    assert ev._fast.plan.last is not None, "the parent's batches did not run as jobs"
+    _STREAM = (ev, z, y, chunks[4:])
+    ctx = mp.get_context("fork")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            warnings.filterwarnings("ignore", r"os\.fork\(\) was called", RuntimeWarning)
+            with ctx.Pool(1) as pool:
+                child = pool.apply_async(_finish_stream).get(timeout=60)
+        want = fx.evaluate(z, y, top_k=3)
+        assert child == [float(want.loss), float(want.accuracy), int(want.count)]
+        assert _finish_stream() == child
+    finally:
+        _STREAM = None

@@ -2891,9 +2891,9 @@ class _Launch:
     def run(self, logits, labels):
         """The batch as the stream job; the first bad row or -1, or None (nothing run)."""
         n, C, T, pool = self.n, self.C, self.T, _POOL
-        if (n * C < _WAKE and time.perf_counter() - pool.last > _LOOP_GAP
-                and not pool.awake(T - 1)):
-            return None
+        if pool is None or (n * C < _WAKE and time.perf_counter() - pool.last > _LOOP_GAP
+                            and not pool.awake(T - 1)):
+            return None  # (no pool: a forked child, before its first call on threads)
         z = (logits if self.zview is None else logits.view(self.zview)).reshape(-1)
         y = labels
         if self.dense:
