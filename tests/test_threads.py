@@ -395,6 +395,29 @@ def test_an_error_in_a_stream_job_reaches_the_caller_and_adds_nothing(two_thread
     assert _metrics_state(ev.result()) == _metrics_state(fx.evaluate(z, y, **opts))
 
 
+def test_a_stream_follows_the_thread_count_set_between_batches(two_threads, count_jobs):
+    """numba.set_num_threads(1) between two batches of a stream: the next batch runs on the
+    caller's thread only (no job), the one after the count is back on two threads as a job
+    again; the result is the one-shot call's."""
+    _, z, y, opts = _CASES[0]
+    cuts = [0, 1000, 2000, 3000, 4000, z.shape[0]]
+    chunks = list(zip(cuts[:-1], cuts[1:], strict=True))
+    ev = fx.Evaluator(**opts)
+    for a, b in chunks[:3]:
+        ev.update(z[a:b], y[a:b])
+    assert ev._fast.plan.last is not None
+    n_jobs = len(count_jobs)
+    numba.set_num_threads(1)
+    a, b = chunks[3]
+    ev.update(z[a:b], y[a:b])
+    assert len(count_jobs) == n_jobs, "a batch ran as a job on one thread"
+    numba.set_num_threads(2)
+    a, b = chunks[4]
+    ev.update(z[a:b], y[a:b])
+    assert len(count_jobs) == n_jobs + 1
+    assert _metrics_state(ev.result()) == _metrics_state(fx.evaluate(z, y, **opts))
+
+
 _STREAM_ON_FEWER_THREADS = """
 import numba
 import numpy as np

@@ -2868,12 +2868,13 @@ class _JobArgs:
 
 class _Launch:
     """What a stream's last batch ran as a stream job with (``_Plan.add_into``): a next
-    batch of the same rows, layout and label dtype, on the same thread and into the same
-    arrays, runs the same job without the launcher's Python (each step costs 0.5-3 us with
-    the caches cold after a 64k x 10 batch)."""
+    batch of the same rows, layout and label dtype, on the same thread with the same thread
+    count set, and into the same arrays, runs the same job without the launcher's Python
+    (each step costs 0.5-3 us with the caches cold after a 64k x 10 batch)."""
 
     __slots__ = ("n", "C", "zflags", "yflags", "ydt", "zview", "yview", "dense", "thread",
-                 "acc_counts", "acc_exact", "validate", "T", "dirty", "ja", "bounds", "red")
+                 "threads", "acc_counts", "acc_exact", "validate", "T", "dirty", "ja", "bounds",
+                 "red")
 
     def __init__(self, plan, logits, labels, T, st, red):
         self.n, self.C = logits.shape
@@ -2883,6 +2884,7 @@ class _Launch:
         self.zview = _view_dtype(logits.dtype)
         self.yview = _view_dtype(labels.dtype) if plan.dense else None
         self.thread = threading.get_ident()
+        self.threads = _num_threads()  # the thread count set then (numba.set_num_threads)
         self.dirty, self.acc_counts, self.acc_exact, self.validate = red
         self.T, self.red = T, red
         self.bounds = _block_bounds(self.n, self.C, T)
@@ -3060,7 +3062,8 @@ class _Plan:
                 and m.acc_exact is acc_exact and m.validate == validate
                 and logits.flags.num & _LAYOUT_FLAGS == m.zflags
                 and labels.flags.num & _LAYOUT_FLAGS == m.yflags and labels.dtype == m.ydt
-                and m.thread == threading.get_ident() and not m.dirty[0]):
+                and m.thread == threading.get_ident() and not m.dirty[0]
+                and _num_threads() == m.threads):
             try:
                 fb = m.run(logits, labels)
             except BaseException:
