@@ -50,14 +50,20 @@ def test_python_threads_calling_at_once_get_their_own_results(two_threads):
         except BaseException as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
 
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(data))]
+    _run_threads([(work, (i,)) for i in range(len(data))], "a call never returned")
+    assert not errors, errors
+    assert out == alone
+
+
+def _run_threads(targets, hung):
+    """Start a thread per (function, args), wait for them all; fail with ``hung`` if one
+    has not returned within two minutes."""
+    threads = [threading.Thread(target=f, args=a, daemon=True) for f, a in targets]
     for t in threads:
         t.start()
     for t in threads:
         t.join(timeout=120)
-    assert not any(t.is_alive() for t in threads), "a call never returned"
-    assert not errors, errors
-    assert out == alone
+    assert not any(t.is_alive() for t in threads), hung
 
 
 @numba.njit
@@ -316,10 +322,7 @@ def test_a_stream_job_wakes_sleeping_workers(two_threads, count_jobs):
             ev.update(z[a:b], y[a:b])
         out.append(ev.result())
 
-    th = threading.Thread(target=run, daemon=True)
-    th.start()
-    th.join(timeout=120)
-    assert not th.is_alive(), "an update never returned"
+    _run_threads([(run, ())], "an update never returned")
     assert sum(count_jobs) >= 3
     assert _metrics_state(out[0]) == _metrics_state(fx.evaluate(z, y, **opts))
 
@@ -336,12 +339,7 @@ def test_python_threads_streaming_at_once_get_their_own_results(two_threads, cou
         except BaseException as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
 
-    threads = [threading.Thread(target=work, args=c) for c in _CASES]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join(timeout=120)
-    assert not any(th.is_alive() for th in threads), "a stream never returned"
+    _run_threads([(work, c) for c in _CASES], "a stream never returned")
     assert not errors, errors
     for name, z, t, opts in _CASES:
         assert out[name] == _metrics_state(fx.evaluate(z, t, **opts)), name
