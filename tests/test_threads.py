@@ -393,6 +393,26 @@ def test_an_error_in_a_stream_job_reaches_the_caller_and_adds_nothing(two_thread
     assert _metrics_state(ev.result()) == _metrics_state(fx.evaluate(z, y, **opts))
 
 
+def test_a_stream_does_not_keep_its_batches_alive(two_threads, count_jobs):
+    """The job's fixed arguments hold zero-length arrays of the batches' types, not views of
+    a batch: once the caller drops its arrays, their memory is freed, though the evaluator
+    (and its workers' loop) lives on."""
+    import gc
+    import weakref
+
+    _, z, y, opts = _CASES[0]
+    zc, yc = z.copy(), y.copy()
+    refs = [weakref.ref(zc), weakref.ref(yc)]
+    ev = fx.Evaluator(**opts)
+    for a, b in _chunks(zc.shape[0]):
+        ev.update(zc[a:b], yc[a:b])
+    assert sum(count_jobs) >= 3
+    del zc, yc, a, b
+    gc.collect()
+    assert [r() for r in refs] == [None, None], "the evaluator keeps a batch's memory alive"
+    assert _metrics_state(ev.result()) == _metrics_state(fx.evaluate(z, y, **opts))
+
+
 def test_a_stream_follows_the_thread_count_set_between_batches(two_threads, count_jobs):
     """numba.set_num_threads(1) between two batches of a stream: the next batch runs on the
     caller's thread only (no job), the one after the count is back on two threads as a job

@@ -2857,6 +2857,14 @@ def _parallel_job(plan, z, y, n, C, T, st, red):
     return fb
 
 
+def _empty_like(a):
+    """A zero-length 1-D array of ``a``'s dtype and writeability (the same array type to
+    Numba), which, unlike ``a[:0]``, does not keep ``a``'s memory alive."""
+    e = np.empty(0, dtype=a.dtype)
+    e.flags.writeable = a.flags.writeable
+    return e
+
+
 class _JobArgs:
     """A stream job's fixed arguments for ``_run_job``: its compiled job ``fn``, a
     ``token`` naming them, the kernel's arguments before and after the row count (``head``,
@@ -3109,7 +3117,7 @@ class _Plan:
             return ja
         ja = _JobArgs()
         ja.fn, ja.token, ja.st, ja.key = self.job, next(_TOKENS), st, key
-        z0, y0 = z[:0], y[:0]
+        z0, y0 = _empty_like(z), _empty_like(y)
         args = self.args(z0, C, y0, C if self.dense else 0, _NO_WEIGHTS, _ROWS_HERE,
                          self.no_rows, st[:4])
         at = next(i for i, a in enumerate(args) if a is _ROWS_HERE)
