@@ -1204,7 +1204,7 @@ def store_at(typingctx, a, i, v):
 @intrinsic
 def address_of(typingctx, a):
     """The address of an array's first element, as an int64 (to hand a buffer to a thread
-    that runs GIL-free compiled code: see ``array_at``)."""
+    that runs GIL-free compiled code: see ``pointer_like``)."""
     if not isinstance(a, types.Array):
         return None
 
