@@ -735,10 +735,13 @@ class _FastPath:
             return -1
         if (self.ydt is None or labels.dtype != self.ydt) and not self._labels_ok(labels):
             return -1
-        n = logits.size // C
-        z = logits.reshape(n, C)
+        if logits.ndim == 2:  # the common (n, C) batch: no reshapes
+            n, z = logits.shape[0], logits
+        else:
+            n = logits.size // C
+            z = logits.reshape(n, C)
         if self.softmax:
-            y = labels.reshape(n)
+            y = labels if labels.ndim == 1 else labels.reshape(n)
         else:
             y = labels.reshape(n, C)
             y = y.astype(np.float32) if self.cast else y
