@@ -1101,7 +1101,8 @@ def _softmax_sparse_small(
     fb = -1
     n_rows = 0
     n_cat = 0
-    banks = np.zeros((2, _F32_BINS), dtype=np.int64)
+    banks = np.empty((2, _F32_BINS), dtype=np.int64)  # zeroed at first use (banked)
+    banked = False
     while True:  # claim blocks of rows until none is left (see _parallel)
         r0, r1 = _claim_rows(ctr, bounds)
         if r0 >= r1:
@@ -1216,6 +1217,9 @@ def _softmax_sparse_small(
                 wl = w * loss
                 if not weighted and nonfinite(wl) == 0.0 and np.float64(np.float32(wl)) == wl:
                     # the common case: a finite float32 loss, one add into alternating banks
+                    if not banked:
+                        banks[:] = 0
+                        banked = True
                     _bin_add32(banks[i & 1], wl)
                 else:
                     _add_loss(cnt, bn, wl)
@@ -1231,7 +1235,8 @@ def _softmax_sparse_small(
     # counters and banks live in registers / L1 during the loop; flush once per call
     cnt[ROWS] += n_rows
     cnt[CAT] += n_cat
-    _flush_banks32(bn, X_LOSS, banks)
+    if banked:
+        _flush_banks32(bn, X_LOSS, banks)
     _drain_bins(bn, limbs[slot])
     first_bad[slot] = fb
     mark_done(ctr)
