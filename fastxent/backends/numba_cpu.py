@@ -2589,6 +2589,13 @@ class _Pool:
         """Whether workers ``0 .. nw-1`` exist and are not asleep (a hint: read unlocked)."""
         return len(self.threads) >= nw and not any(self.asleep[:nw])
 
+    def alone(self, n, C, T) -> bool:
+        """Whether a call of n x C elements on T threads runs on the caller's thread only:
+        under ``_WAKE`` elements, none on several threads in the last ``_LOOP_GAP`` seconds,
+        and the workers asleep (waking them costs more than they gain)."""
+        return (n * C < _WAKE and time.perf_counter() - self.last > _LOOP_GAP
+                and not self.awake(T - 1))
+
     def try_run(self, kernel, args, T, bounds) -> bool:
         """Run the job on the caller's thread and T - 1 workers; False (nothing run) if
         another Python thread's job holds the pool."""
@@ -2646,17 +2653,15 @@ class _Pool:
                     raise self.error
                 fb = _reduce_into(ja.tail[-4], ja.tail[-2], ja.tail[-1], *red)
             complete = True
+            self.last = time.perf_counter()
             return fb
         finally:
-            if complete:
-                pass
-            elif int(sig[2]) != num:  # failed before it was posted (the call's dispatch)
-                self.job = (num, None, None, None, 0)
+            self.job = (num, None, None, None, 0)
+            if not complete and int(sig[2]) != num:  # failed before it was posted (dispatch)
                 self.mbox[_MB_TOKEN] = 0
                 sig[2] = num  # posted empty, so that job numbers stay in step
-            else:  # the workers read the batch's addresses until they are back
+            elif not complete:  # the workers read the batch's addresses until they are back
                 self._join(num, T, settle=True)
-            self.job = (num, None, None, None, 0)
             self.lock.release()
 
     def _join(self, num, T, settle=False):
@@ -2709,18 +2714,22 @@ def _parallel(kernel, args, T, n, C):
     nor on whether the workers took part at all (another Python thread's job holding the
     pool, or a call under ``_WAKE`` elements finding them asleep: the caller's call claims
     every block itself)."""
-    global _POOL
     bounds = _block_bounds(n, C, T)
     if T == 1:
         kernel(*args, 0, np.zeros(3, dtype=np.int64), bounds)
         return
+    pool = _pool()
+    if pool.alone(n, C, T) or not pool.try_run(kernel, args, T, bounds):
+        kernel(*args, T - 1, np.zeros(3, dtype=np.int64), bounds)
+    pool.last = time.perf_counter()
+
+
+def _pool() -> _Pool:
+    """The engine's pool of worker threads, made on first use."""
+    global _POOL
     if _POOL is None:
         _POOL = _Pool()
-    alone = (n * C < _WAKE and time.perf_counter() - _POOL.last > _LOOP_GAP
-             and not _POOL.awake(T - 1))
-    if alone or not _POOL.try_run(kernel, args, T, bounds):
-        kernel(*args, T - 1, np.zeros(3, dtype=np.int64), bounds)
-    _POOL.last = time.perf_counter()
+    return _POOL
 
 
 # ---------------------------------------------------------------- stream jobs (GIL-free workers)
@@ -2850,16 +2859,10 @@ def _parallel_job(plan, z, y, n, C, T, st, red):
     """``plan``'s kernel on a contiguous batch as a stream job of the pool (``_run_job``),
     its state added into the stream's arrays (``red``); the first bad row or -1, or None
     (nothing run) where ``_parallel`` would run it on the caller's thread alone."""
-    global _POOL
-    if _POOL is None:
-        _POOL = _Pool()
-    if (n * C < _WAKE and time.perf_counter() - _POOL.last > _LOOP_GAP
-            and not _POOL.awake(T - 1)):
+    pool = _pool()
+    if pool.alone(n, C, T):
         return None
-    fb = _POOL.try_job(plan.job_args(T, st, z, y, C), z, y, n, _block_bounds(n, C, T), T, red)
-    if fb is not None:
-        _POOL.last = time.perf_counter()
-    return fb
+    return pool.try_job(plan.job_args(T, st, z, y, C), z, y, n, _block_bounds(n, C, T), T, red)
 
 
 def _empty_like(a):
@@ -2905,18 +2908,14 @@ class _Launch:
 
     def run(self, logits, labels):
         """The batch as the stream job; the first bad row or -1, or None (nothing run)."""
-        n, C, T, pool = self.n, self.C, self.T, _POOL
-        if pool is None or (n * C < _WAKE and time.perf_counter() - pool.last > _LOOP_GAP
-                            and not pool.awake(T - 1)):
+        pool = _POOL
+        if pool is None or pool.alone(self.n, self.C, self.T):
             return None  # (no pool: a forked child, before its first call on threads)
         z = (logits if self.zview is None else logits.view(self.zview)).reshape(-1)
         y = labels
         if self.dense:
             y = (labels if self.yview is None else labels.view(self.yview)).reshape(-1)
-        fb = pool.try_job(self.ja, z, y, n, self.bounds, T, self.red)
-        if fb is not None:
-            pool.last = time.perf_counter()
-        return fb
+        return pool.try_job(self.ja, z, y, self.n, self.bounds, self.T, self.red)
 
 
 # the array flags a batch's stream job depends on: C-contiguous, aligned, writeable
