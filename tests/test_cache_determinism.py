@@ -36,9 +36,11 @@ for C in (10, 300):  # the small-C tile kernel and the row kernel
     t = (rng.random((3000, C)) < 0.1).astype(np.float32)
     show(fx.sigmoid_cross_entropy(z, t))  # small C: tile kernel; C = 300: the lean kernel
     show(fx.sigmoid_cross_entropy(z, t, sample_weight=rng.random(3000)))  # the row kernel
-    show(fx.softmax_cross_entropy(z, y))  # sparse without top-k: the blocked row pass
+    show(fx.softmax_cross_entropy(z, y))  # C = 300: the plain sparse kernel
 z = (rng.standard_normal((300, 5000)) * 3).astype(np.float32)  # rows of five 4 KB blocks
-show(fx.softmax_cross_entropy(z, rng.integers(0, 5000, 300)))
+y = rng.integers(0, 5000, 300)
+show(fx.softmax_cross_entropy(z, y))  # the blocked row pass: the plain kernel's
+show(fx.softmax_cross_entropy(z, y, top_k=2))  # and the general kernel's, ranked
 numba_cpu._WAKE = numba_cpu._SMALL = 0  # an Evaluator's batches as stream jobs
 z = (rng.standard_normal((8000, 10)) * 3).astype(np.float32)
 for y in (rng.integers(0, 10, 8000), (rng.random((8000, 10)) < 0.2).astype(np.float32)):
@@ -60,4 +62,4 @@ def test_kernels_from_the_cache_give_the_bits_of_a_fresh_compile(tmp_path):
                            text=True, timeout=600, check=True).stdout for _ in range(2)]
     assert any(tmp_path.rglob("*.nbc")), "the first run wrote no cache"
     assert runs[0].splitlines() == runs[1].splitlines()
-    assert len(runs[0].splitlines()) == 13
+    assert len(runs[0].splitlines()) == 14

@@ -219,6 +219,12 @@ def _stream_cases():
     z10[17, 3] = np.nan
     z300 = (rng.standard_normal((n // 4, 300)) * 3).astype(np.float32)
     y300 = rng.integers(0, 300, n // 4)
+    y300p = y300.copy()
+    y300p[rng.random(n // 4) < 0.05] = -100
+    z300p = z300.copy()
+    z300p[9, 4] = np.inf
+    z2k = (rng.standard_normal((n // 20, 2000)) * 3).astype(np.float32)  # 8 KB rows: blocks
+    y2k = rng.integers(0, 2000, n // 20)
     z9 = (rng.standard_normal((n, 9)) * 3).astype(np.float32)
     t9 = (rng.random((n, 9)) < 0.3).astype(np.float32)
     z200 = (rng.standard_normal((n // 4, 200)) * 3).astype(np.float32)
@@ -227,6 +233,8 @@ def _stream_cases():
     return [
         ("softmax small C", z10, y10, dict(top_k=(1, 3), ignore_index=-100)),
         ("softmax rows", z300, y300, dict(top_k=5)),
+        ("softmax plain", z300p, y300p, dict(ignore_index=-100)),
+        ("softmax plain long rows", z2k, y2k, dict()),
         ("sigmoid small C", z9, t9, dict(task="multilabel", pos_weight=np.linspace(0.5, 2, 9))),
         ("sigmoid plain", z200, t200, dict(task="multilabel")),
         ("sigmoid rows", z200, t200, dict(task="multilabel", pos_weight=np.full(200, 2.0))),

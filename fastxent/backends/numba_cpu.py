@@ -704,9 +704,112 @@ def _softmax_sparse(
     mark_done(ctr)
 
 
+@jit_rows
+def _softmax_sparse_plain(
+    # data
+    z, y, cw64,
+    # shapes / strides
+    n, C, rs,
+    # constants
+    one, ignore, has_ignore, eps,
+    # outputs
+    counts, bins, limbs, first_bad, slot, ctr, bounds,
+):
+    """``_softmax_sparse`` for its common case: logits, no label smoothing, class or sample
+    weights, top-k or per-row outputs (what ``fx.softmax_cross_entropy(z, y)`` asks). Only
+    the vectorised passes stay in the row loop; each row's log-sum and loss are left to the
+    end of its group of ``TILE`` rows, where one vectorised loop computes them for the
+    group, and the group's losses go into the bins in (up to) three exact adds
+    (``_add_tile_loss``) instead of one per row. A row's loss is the float32
+    ``flogsum(neq, s) - (z_y - m)``, the value ``_softmax_sparse`` computes for it.
+
+    Rows with a bad label, NaN/inf logits, and groups whose losses the tile sum cannot take
+    (an infinite loss) take ``_softmax_sparse``'s per-row steps. cw64: ones (the slow
+    path's class weights)."""
+    wide_vectors()  # 512-bit loops where the CPU has AVX-512
+    zero = one - one
+    pf = PREFETCH_MIN_BYTES <= C * z.itemsize <= PREFETCH_MAX_BYTES  # fetch rows ahead
+    blocks = C * z.itemsize > ROW_BLOCK_BYTES  # long rows: _row_exp_sum
+    dummy_t = np.zeros(1, dtype=np.float32)
+    # per row of a group: the exp-sum, the count of maximal terms, z_y - m and the loss;
+    # rows not deferred keep (0, 1, 0): loss log1p(0) - 0 = 0, nothing added
+    gs = np.empty(TILE, dtype=type(one))
+    gq = np.empty(TILE, dtype=type(one))
+    gd = np.empty(TILE, dtype=type(one))
+    lv = np.empty(TILE, dtype=type(one))
+    cnt = counts[slot]
+    bn = bins[slot]
+    fb = -1
+    while True:  # claim blocks of rows until none is left (see _parallel)
+        r0, r1 = _claim_rows(ctr, bounds)
+        if r0 >= r1:
+            break
+        for g0 in range(r0, r1, TILE):
+            nr = min(TILE, r1 - g0)
+            for j in range(TILE):
+                gs[j] = zero
+                gq[j] = one
+                gd[j] = zero
+            rows = 0
+            ncat = 0
+            for j in range(nr):
+                i = g0 + j
+                yi = np.int64(y[i])
+                if has_ignore and yi == ignore:
+                    continue
+                rows += 1
+                if yi < 0 or yi >= C:
+                    if fb < 0:
+                        fb = i
+                    _add_loss(cnt, bn, math.nan)
+                    continue
+                base = np.int64(i) * rs
+                zr = z[base:base + C]
+                zy = widen(zr, yi)
+                if blocks:
+                    m, fin, s, neq, _, _ = _row_exp_sum(z, base, C, base + rs, one, zy, False)
+                else:
+                    m, fin = rowmax_finite(zr)
+                    if pf:  # see PREFETCH_MIN_BYTES: after the pass that reads from memory
+                        prefetch_span(z, base + rs, C)
+                    s = zero
+                    neq = zero
+                    if fin:
+                        s, neq = _exp_sum_below(zr, m, one)
+                if fin:
+                    gs[j] = s
+                    gq[j] = neq
+                    gd[j] = zy - m
+                    if zy == m and (neq == one or _first_index_of(zr, m) == yi):
+                        ncat += 1
+                    continue
+                # NaN/inf logits: _softmax_sparse's slow row
+                loss = _slow_softmax_loss(zr, dummy_t, yi, False, 0.0, cw64, False, True,
+                                          False, eps)
+                _add_loss(cnt, bn, loss)
+                if not _has_nan(zr) and zy == m:
+                    neq = zero
+                    for c in range(C):
+                        neq += one if widen(zr, c) == m else zero
+                    if neq == one or _first_index_of(zr, m) == yi:
+                        ncat += 1
+            cnt[SEEN] += nr
+            cnt[ROWS] += rows
+            cnt[CAT] += ncat
+            for j in range(TILE):  # the group's log-sums, vectorised
+                lv[j] = flogsum(gq[j], gs[j]) - gd[j]
+            if not _add_tile_loss(bn, lv, nr):  # an infinite loss: row by row
+                for j in range(nr):
+                    _add_loss(cnt, bn, np.float64(lv[j]))
+    _drain_bins(bn, limbs[slot])
+    first_bad[slot] = fb
+    mark_done(ctr)
+
+
 TILE = 64  # rows per tile of the small-C kernel: 8 AVX2 vectors per class and step
 assert TILE % FUSED_LANES == 0  # tile_logits_fused steps through a tile 16 rows at a time
 SMALL_C = 32  # the tile kernel serves C <= SMALL_C
+SPARSE_PLAIN = True  # _softmax_sparse_plain serves the plain sparse calls (tests turn it off)
 
 
 @jit_inline
@@ -2829,6 +2932,11 @@ def _job_softmax_sparse(ctl, head, tail, bufs, mbox, sig, red):
 
 
 @jit_job
+def _job_softmax_sparse_plain(ctl, head, tail, bufs, mbox, sig, red):
+    return _run_job(_softmax_sparse_plain, ctl, head, tail, bufs, mbox, sig, red)
+
+
+@jit_job
 def _job_softmax_sparse_small(ctl, head, tail, bufs, mbox, sig, red):
     return _run_job(_softmax_sparse_small, ctl, head, tail, bufs, mbox, sig, red)
 
@@ -2850,7 +2958,8 @@ def _job_sigmoid_small(ctl, head, tail, bufs, mbox, sig, red):
 
 # each kernel a stream plan launches and the compiled job that runs it (a job must name its
 # kernel in its body: a kernel passed in as an argument is not cached on disk)
-_JOBS = {_softmax_sparse: _job_softmax_sparse, _softmax_sparse_small: _job_softmax_sparse_small,
+_JOBS = {_softmax_sparse: _job_softmax_sparse, _softmax_sparse_plain: _job_softmax_sparse_plain,
+         _softmax_sparse_small: _job_softmax_sparse_small,
          _sigmoid: _job_sigmoid, _sigmoid_plain: _job_sigmoid_plain,
          _sigmoid_small: _job_sigmoid_small}
 
@@ -3166,6 +3275,11 @@ def _softmax_plan(opts: SoftmaxOptions, C: int, dtype) -> _Plan:
             return (zb, yb, swb, cw64, m, C, rs, one, ign, has_ign, swb.size > 0, has_cw, ls,
                     fl, rn, eps, ks, tie, wr, *rows, *st)
         kernel = _softmax_sparse_small
+    elif (SPARSE_PLAIN and fl and ls == 0.0 and not has_cw and K == 0 and not wr
+          and opts.sample_weight is None):
+        def args(zb, rs, yb, trs, swb, m, rows, st):
+            return (zb, yb, cw64, m, C, rs, one, ign, has_ign, eps, *st)
+        kernel = _softmax_sparse_plain
     else:
         def args(zb, rs, yb, trs, swb, m, rows, st):
             return (zb, yb, swb, cw64, cw, m, C, rs, one, ign, has_ign, swb.size > 0, has_cw,
@@ -3224,7 +3338,7 @@ def _plan(build, opts, C: int, dtype) -> _Plan:
     call's ~90. Keyed on the options, C, dtype and every global the builders read (the
     config's tolerance; SMALL_C, which tests change to compare the tile and row kernels)."""
     try:
-        key = (build, opts, C, dtype, _sum1_tol(), SMALL_C)
+        key = (build, opts, C, dtype, _sum1_tol(), SMALL_C, SPARSE_PLAIN)
         plan = _PLANS.get(key)
     except TypeError:  # an option holds an array: not hashable
         return build(opts, C, dtype)
