@@ -48,6 +48,9 @@ WORKLOADS = dict(_MAIN, A_4Mx10_onehot=(4_194_304, 10, "onehot"),
                  A_C2=(20_971_520, 2, "sparse"), A_C3=(13_981_013, 3, "sparse"),
                  A_C5=(8_388_608, 5, "sparse"), A_C16=(2_621_440, 16, "sparse"),
                  A_C12=(3_495_253, 12, "sparse"),
+                 # B's bytes at mid-size class counts (the plain sparse kernel's range)
+                 B_C33=(2_033_601, 33, "sparse"), B_C100=(671_088, 100, "sparse"),
+                 B_C200=(335_544, 200, "sparse"),
                  # top-5 accuracy beside the loss (the rank counted in the exp pass)
                  B_256kx1000_top5=(262_144, 1000, "sparse-top5"),
                  C_8kx32k_top5=(8192, 32768, "sparse-top5"),
