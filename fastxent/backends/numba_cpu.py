@@ -26,7 +26,9 @@ order-preserving keys and magnitude bits, 8 lanes per AVX2 op), 2. one vectorise
 exp/sums/counts (and the label's rank for top-k), 3. per-row scalars. Rows with a NaN or inf
 take a scalar IEEE float64 slow path. C <= SMALL_C uses tile kernels instead (sparse labels:
 top-k and the smoothing of logits included; dense labels: neither), which lay 64 rows across
-the SIMD lanes and add a clean tile's losses in one exact step.
+the SIMD lanes and add a clean tile's losses in one exact step. The plain cases (sparse
+softmax and sigmoid of logits without weights, smoothing, top-k or per-row outputs) run lean
+kernels that keep only the vectorised passes in the row loop and finish 64-row groups at once.
 
 What the vectoriser needs (measured on this project's AVX2 machines): integer reductions in
 32 bits (Numba widens int32 arithmetic to int64, so keys, maxima and index minima are LLVM IR
