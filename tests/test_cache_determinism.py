@@ -40,7 +40,8 @@ for C in (10, 300):  # the small-C tile kernel and the row kernel
 z = (rng.standard_normal((300, 5000)) * 3).astype(np.float32)  # rows of five 4 KB blocks
 y = rng.integers(0, 5000, 300)
 show(fx.softmax_cross_entropy(z, y))  # the blocked row pass: the plain kernel's
-show(fx.softmax_cross_entropy(z, y, top_k=2))  # and the general kernel's, ranked
+# and the general kernel's (class weights), ranked
+show(fx.softmax_cross_entropy(z, y, top_k=2, class_weight=np.linspace(0.5, 2, 5000)))
 numba_cpu._WAKE = numba_cpu._SMALL = 0  # an Evaluator's batches as stream jobs
 z = (rng.standard_normal((8000, 10)) * 3).astype(np.float32)
 for y in (rng.integers(0, 10, 8000), (rng.random((8000, 10)) < 0.2).astype(np.float32)):

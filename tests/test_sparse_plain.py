@@ -1,5 +1,5 @@
-"""The lean sparse softmax kernel (``_softmax_sparse_plain``: logits, no smoothing, weights,
-top-k or per-row outputs) against the general one (``_softmax_sparse``) that serves every
+"""The lean sparse softmax kernel (``_softmax_sparse_plain``: logits, no smoothing, weights
+or per-row outputs) against the general one (``_softmax_sparse``) that serves every
 other option: the same counts, the same first bad row and the same exact loss sum, bit for
 bit. The plain kernel computes each row's loss as the general one does (the float32
 ``log-sum - (z_y - max)``); it only defers the log-sums to a vectorised loop at the end of
@@ -54,10 +54,10 @@ def test_the_two_runs_compared_here_take_different_kernels(monkeypatch):
 
 
 @pytest.mark.parametrize("opts", [
-    dict(label_smoothing=0.1), dict(top_k=3), dict(from_logits=False),
+    dict(label_smoothing=0.1), dict(from_logits=False),
     dict(class_weight=np.linspace(0.5, 2, 40)), dict(sample_weight=np.ones(50)),
     dict(reduction="none"),
-], ids=["smoothing", "top_k", "probs", "class_weight", "sample_weight", "rows"])
+], ids=["smoothing", "probs", "class_weight", "sample_weight", "rows"])
 def test_any_other_option_takes_the_general_kernel(monkeypatch, opts):
     used = []
     real = K._Plan.call
@@ -95,18 +95,39 @@ def _special_rows(z, y, C):
         z[66, (y[66] + 1) % C] = -np.inf
 
 
+_TOPK = [((), False), ((1, 5), False), ((2, 3), True)]  # (ks, Keras' any-tie rank)
+
+
 @pytest.mark.parametrize("C", [1, 2, 33, 100, 257, 1000, 1025, 5000])
-@pytest.mark.parametrize("n", [1, 63, 64, 65, 200])
-def test_plain_equals_general(monkeypatch, C, n):
+@pytest.mark.parametrize("n", [1, 65, 200])  # one row; a full group and one row; a tail
+@pytest.mark.parametrize("ks, any_tie", _TOPK, ids=["no-topk", "top-1-5", "keras-top-2-3"])
+def test_plain_equals_general(monkeypatch, C, n, ks, any_tie):
     rng = np.random.default_rng([C, n])
     z = (rng.standard_normal((n, C)) * 3).astype(np.float32)
+    if n >= 100:
+        z[90:100] = np.round(z[90:100])  # ties around the label's logit
     y = rng.integers(0, C, n)
     if n >= 67:
         _special_rows(z, y, C)
     for ign in (None, -100):
-        a, b = _both(monkeypatch, z, y, SoftmaxOptions(ignore_index=ign))
+        opts = SoftmaxOptions(ignore_index=ign, ks=ks, topk_any_tie=any_tie)
+        a, b = _both(monkeypatch, z, y, opts)
         _assert_same(a, b)
         assert a.first_bad == (-1 if n < 67 else 6 if ign is None else 7)
+
+
+def test_plain_top_k_counts_against_a_float64_count(monkeypatch):
+    """Top-k hits counted by the plain kernel's exp pass, against NumPy (rank by score,
+    then index), in rows of one block and in rows of several."""
+    rng = np.random.default_rng(8)
+    for C in (300, 3000):
+        z = np.round(rng.standard_normal((400, C)) * 4).astype(np.float32)  # many ties
+        y = rng.integers(0, C, 400)
+        zy = z[np.arange(400), y][:, None]
+        rank = (z > zy).sum(axis=1) + ((z == zy) & (np.arange(C) < y[:, None])).sum(axis=1)
+        m = fx.softmax_cross_entropy(z, y, top_k=(1, 5, 50))
+        for k in (1, 5, 50):
+            assert float(m.top_k_accuracy[k]) == np.count_nonzero(rank < k) / 400
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float16, BF16], ids=str)

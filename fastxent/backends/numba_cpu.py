@@ -27,7 +27,7 @@ exp/sums/counts (and the label's rank for top-k), 3. per-row scalars. Rows with 
 take a scalar IEEE float64 slow path. C <= SMALL_C uses tile kernels instead (sparse labels:
 top-k and the smoothing of logits included; dense labels: neither), which lay 64 rows across
 the SIMD lanes and add a clean tile's losses in one exact step. The plain cases (sparse
-softmax and sigmoid of logits without weights, smoothing, top-k or per-row outputs) run lean
+softmax and sigmoid of logits without weights, smoothing or per-row outputs) run lean
 kernels that keep only the vectorised passes in the row loop and finish 64-row groups at once.
 
 What the vectoriser needs (measured on this project's AVX2 machines): integer reductions in
@@ -713,12 +713,12 @@ def _softmax_sparse_plain(
     # shapes / strides
     n, C, rs,
     # constants
-    one, ignore, has_ignore, eps,
+    one, ignore, has_ignore, eps, ks, any_tie,
     # outputs
     counts, bins, limbs, first_bad, slot, ctr, bounds,
 ):
     """``_softmax_sparse`` for its common case: logits, no label smoothing, class or sample
-    weights, top-k or per-row outputs (what ``fx.softmax_cross_entropy(z, y)`` asks). Only
+    weights or per-row outputs (what ``fx.softmax_cross_entropy(z, y[, top_k=k])`` asks). Only
     the vectorised passes stay in the row loop; each row's log-sum and loss are left to the
     end of its group of ``TILE`` rows, where one vectorised loop computes them for the
     group, and the group's losses go into the bins in (up to) three exact adds
@@ -727,9 +727,12 @@ def _softmax_sparse_plain(
 
     Rows with a bad label, NaN/inf logits, and groups whose losses the tile sum cannot take
     (an infinite loss) take ``_softmax_sparse``'s per-row steps. cw64: ones (the slow
-    path's class weights)."""
+    path's class weights). With top-k the exp pass also counts the label's rank, as in
+    ``_softmax_sparse``."""
     wide_vectors()  # 512-bit loops where the CPU has AVX-512
     zero = one - one
+    K = ks.shape[0]
+    ranked = 0 < K and C < _F32_EXACT_COUNT  # the rank counted in the exp pass
     pf = PREFETCH_MIN_BYTES <= C * z.itemsize <= PREFETCH_MAX_BYTES  # fetch rows ahead
     blocks = C * z.itemsize > ROW_BLOCK_BYTES  # long rows: _row_exp_sum
     dummy_t = np.zeros(1, dtype=np.float32)
@@ -768,15 +771,20 @@ def _softmax_sparse_plain(
                 base = np.int64(i) * rs
                 zr = z[base:base + C]
                 zy = widen(zr, yi)
+                gt = zero
+                eq = zero
                 if blocks:
-                    m, fin, s, neq, _, _ = _row_exp_sum(z, base, C, base + rs, one, zy, False)
+                    m, fin, s, neq, gt, eq = _row_exp_sum(z, base, C, base + rs, one, zy,
+                                                          ranked)
                 else:
                     m, fin = rowmax_finite(zr)
                     if pf:  # see PREFETCH_MIN_BYTES: after the pass that reads from memory
                         prefetch_span(z, base + rs, C)
                     s = zero
                     neq = zero
-                    if fin:
+                    if fin and ranked:
+                        s, neq, gt, eq = _exp_sum_rank(zr, m, zy, one)
+                    elif fin:
                         s, neq = _exp_sum_below(zr, m, one)
                 if fin:
                     gs[j] = s
@@ -784,17 +792,28 @@ def _softmax_sparse_plain(
                     gd[j] = zy - m
                     if zy == m and (neq == one or _first_index_of(zr, m) == yi):
                         ncat += 1
+                    if K > 0:
+                        r = (_rank_from_counts(zr, yi, zy, gt, eq, any_tie, one) if ranked
+                             else _rank(zr, yi, zy, any_tie))
+                        for k in range(K):
+                            cnt[TOPK + k] += 1 if r < ks[k] else 0
                     continue
                 # NaN/inf logits: _softmax_sparse's slow row
                 loss = _slow_softmax_loss(zr, dummy_t, yi, False, 0.0, cw64, False, True,
                                           False, eps)
                 _add_loss(cnt, bn, loss)
-                if not _has_nan(zr) and zy == m:
+                if _has_nan(zr):
+                    continue
+                if zy == m:
                     neq = zero
                     for c in range(C):
                         neq += one if widen(zr, c) == m else zero
                     if neq == one or _first_index_of(zr, m) == yi:
                         ncat += 1
+                if K > 0:
+                    r = _rank(zr, yi, zy, any_tie)
+                    for k in range(K):
+                        cnt[TOPK + k] += 1 if r < ks[k] else 0
             cnt[SEEN] += nr
             cnt[ROWS] += rows
             cnt[CAT] += ncat
@@ -3277,10 +3296,10 @@ def _softmax_plan(opts: SoftmaxOptions, C: int, dtype) -> _Plan:
             return (zb, yb, swb, cw64, m, C, rs, one, ign, has_ign, swb.size > 0, has_cw, ls,
                     fl, rn, eps, ks, tie, wr, *rows, *st)
         kernel = _softmax_sparse_small
-    elif (SPARSE_PLAIN and fl and ls == 0.0 and not has_cw and K == 0 and not wr
+    elif (SPARSE_PLAIN and fl and ls == 0.0 and not has_cw and not wr
           and opts.sample_weight is None):
         def args(zb, rs, yb, trs, swb, m, rows, st):
-            return (zb, yb, cw64, m, C, rs, one, ign, has_ign, eps, *st)
+            return (zb, yb, cw64, m, C, rs, one, ign, has_ign, eps, ks, tie, *st)
         kernel = _softmax_sparse_plain
     else:
         def args(zb, rs, yb, trs, swb, m, rows, st):
