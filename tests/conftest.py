@@ -171,3 +171,20 @@ def lib(request) -> Lib:
 @pytest.fixture(scope="session")
 def np_lib() -> Lib:
     return NumpyLib()
+
+
+@pytest.fixture
+def kernels_used(monkeypatch):
+    """The CPU kernel of each one-shot launch from here on, in order (a spy on the launch
+    plan's call)."""
+    from fastxent.backends import numba_cpu
+
+    used = []
+    real = numba_cpu._Plan.call
+
+    def spy(self, *args):
+        used.append(self.kernel)
+        return real(self, *args)
+
+    monkeypatch.setattr(numba_cpu._Plan, "call", spy)
+    return used
