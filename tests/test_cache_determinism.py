@@ -30,6 +30,7 @@ def show(m):
 
 for C in (10, 300):  # the small-C tile kernel and the row kernel
     z = (rng.standard_normal((3000, C)) * 3).astype(np.float32)
+    z[5, 1] = -np.inf
     y = rng.integers(0, C, 3000)
     show(fx.softmax_cross_entropy(z, y, top_k=3))
     show(fx.softmax_cross_entropy(z, np.eye(C, dtype=np.float32)[y]))  # dense labels
@@ -38,6 +39,7 @@ for C in (10, 300):  # the small-C tile kernel and the row kernel
     show(fx.sigmoid_cross_entropy(z, t, sample_weight=rng.random(3000)))  # the row kernel
     show(fx.softmax_cross_entropy(z, y))  # C = 300: the plain sparse kernel
 z = (rng.standard_normal((300, 5000)) * 3).astype(np.float32)  # rows of five 4 KB blocks
+z[3, 7] = -np.inf  # the float64 slow row (its bits once differed from the cache)
 y = rng.integers(0, 5000, 300)
 show(fx.softmax_cross_entropy(z, y))  # the blocked row pass: the plain kernel's
 # and the general kernel's (class weights), ranked

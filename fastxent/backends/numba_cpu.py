@@ -451,9 +451,14 @@ def _has_nan(zr):
     return False
 
 
-@jit_inline
+@jit_inline(inline="always")
 def _slow_softmax_loss(zr, tr, yi, dense, ls, cw, cw_inside, from_logits, renorm, eps):
-    """IEEE float64 row loss for rows with NaN/inf (see module docstring)."""
+    """IEEE float64 row loss for rows with NaN/inf (see module docstring).
+
+    Inlined by Numba (``inline="always"``): compiled as a cached function of its own, a row
+    with a -inf logit got other last bits in a process that loaded a kernel from Numba's
+    cache than in the one that compiled it (as ``_row_exp_sum`` did;
+    ``tests/test_cache_determinism.py``)."""
     C = zr.shape[0]
     if _has_nan(zr):
         return math.nan
