@@ -3361,10 +3361,10 @@ _PLANS: dict = {}
 def _plan(build, opts, C: int, dtype) -> _Plan:
     """``build(opts, C, dtype)``, kept for options that hold no weight arrays (hashable: the
     usual call): a plan is read-only once built, and building one took ~9 us of a 256-row
-    call's ~90. Keyed on the options, C, dtype and every global the builders read (the
-    config's tolerance; SMALL_C, which tests change to compare the tile and row kernels)."""
+    call's ~90. Keyed on the options, C, dtype and every global the builders read
+    (``plan_globals``: tests change SMALL_C and SPARSE_PLAIN to compare kernels)."""
     try:
-        key = (build, opts, C, dtype, _sum1_tol(), SMALL_C, SPARSE_PLAIN)
+        key = (build, opts, C, dtype, plan_globals())
         plan = _PLANS.get(key)
     except TypeError:  # an option holds an array: not hashable
         return build(opts, C, dtype)
@@ -3378,6 +3378,13 @@ def _plan(build, opts, C: int, dtype) -> _Plan:
 
 def _sum1_tol() -> float:
     return float(config.SUM_TO_ONE_TOL)
+
+
+def plan_globals() -> tuple:
+    """What a launch plan depends on besides its options, C and dtype: the config's tolerance
+    and the module globals that choose a kernel (tests change them). A plan kept across
+    calls (``_plan``, the one-shot fast path of ``api``) is valid while these are equal."""
+    return _sum1_tol(), SMALL_C, SPARSE_PLAIN
 
 
 # ============================================================================ engine protocol
