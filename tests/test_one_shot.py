@@ -62,10 +62,12 @@ def test_fast_path_equals_full_path(monkeypatch, full_path_calls, C, dtype, ydty
     kw = dict(top_k=top_k, reduction=reduction)
     first = fx.softmax_cross_entropy(z, y, **kw)  # the full path; keeps its launch
     assert len(full_path_calls) == 1
-    for zz, yy in ((z, y), (z[:7], y[:7]), (z[1:], y[1:])):
+    batches = ((z, y), (z[:7], y[:7]), (z[1:], y[1:]),
+               (z[::2], y[::2]), (np.asfortranarray(z), y))  # strided: the engine's call
+    for zz, yy in batches:
         got = fx.softmax_cross_entropy(zz, yy, **kw)
         assert _bits(got) == _bits(_full(monkeypatch, zz, yy, **kw))
-    assert len(full_path_calls) == 4  # three fast calls, three full ones to compare with
+    assert len(full_path_calls) == 1 + len(batches)  # the fast calls, and the full ones
     assert _bits(first) == _bits(fx.softmax_cross_entropy(z, y, **kw))
 
 
