@@ -135,14 +135,15 @@ def softmax_cross_entropy(logits, labels, *, from_logits=True, label_smoothing=0
 
 # ------------------------------------------------------------------- the one-shot fast path
 #
-# A call of ``softmax_cross_entropy`` (or ``evaluate`` on integer class ids) with NumPy arrays
-# and default options spent ~50-65 us in Python before and after its kernel (validation,
-# launch, results): on a 32 x 10 batch torch eager took 18-22 us, fastxent ~52-60. A later
-# call like an earlier one (same logits dtype, C, labels dtype and top_k) skips what the
-# earlier one checked: it runs the launch of an Evaluator's fast path (``evaluator._FastPath``,
-# built from the earlier call's run, per thread) into zeroed state arrays and reads the
-# results from them (~31 us). Any batch it does not take (another shape or layout, a bad
-# label) runs the full path, which raises the full path's errors.
+# A call of ``softmax_cross_entropy`` (or ``evaluate`` on integer class ids) or of
+# ``sigmoid_cross_entropy`` with NumPy arrays and default options spent ~50-65 us in Python
+# before and after its kernel (validation, launch, results): on a 32 x 10 batch torch eager
+# took 18-22 us, fastxent ~52-60. A later call like an earlier one (same logits dtype and C,
+# labels dtype and top_k) skips what the earlier one checked: it runs the launch of an
+# Evaluator's fast path (``evaluator._FastPath``, built from the earlier call's run, per
+# thread) into zeroed state arrays and reads the results from them (~31-37 us). Any batch it
+# does not take (another shape or layout, a bad label) runs the full path, which raises the
+# full path's errors.
 
 ONE_SHOT_FAST = True  # tests turn it off to compare with the full path
 _ONE_SHOT_KEEP = 8  # (dtype, C, labels dtype, top_k) combinations kept per thread
@@ -157,12 +158,22 @@ _ONE_SHOTS = _OneShots()
 
 
 def _one_shot_key(logits, labels, top_k, reduction):
-    """The fast path's key for a call, or None if it must take the full path."""
+    """The fast path's key for a softmax call on class ids, or None (the full path)."""
     if (logits.ndim != 2 or labels.ndim != 1 or reduction not in ("mean", "sum")
             or logits.dtype not in (np.float32, np.float64)
             or labels.dtype not in (np.int64, np.int32)):
         return None
-    return logits.dtype, logits.shape[1], labels.dtype, top_k
+    return "softmax", logits.dtype, logits.shape[1], labels.dtype, top_k
+
+
+def _sigmoid_key(logits, targets, reduction):
+    """The fast path's key for a sigmoid call, or None (the full path): (N,) or (N, C)
+    logits; the targets' dtype and number of axes (binary: (N,) or (N, 1))."""
+    if (logits.ndim not in (1, 2) or reduction not in ("mean", "sum")
+            or logits.dtype not in (np.float32, np.float64)
+            or targets.dtype not in (np.float32, np.float64, np.bool_)):
+        return None
+    return "sigmoid", logits.dtype, logits.shape[1:], targets.dtype, targets.ndim
 
 
 def _one_shot(key, logits, labels, reduction):
@@ -244,11 +255,24 @@ def sigmoid_cross_entropy(logits, targets, *, from_logits=True, threshold=0.5, p
     >>> float(m.accuracy), float(m.exact_match)
     (0.75, 0.5)
     """
+    key = None
+    if (type(logits) is np.ndarray and type(targets) is np.ndarray and from_logits is True
+            and validate is True and pos_weight is None and sample_weight is None
+            and type(label_smoothing) is float and label_smoothing == 0.0
+            and type(threshold) is float and threshold == 0.5 and type(reduction) is str
+            and ONE_SHOT_FAST):
+        key = _sigmoid_key(logits, targets, reduction)
+        if key is not None:
+            m = _one_shot(key, logits, targets, reduction)
+            if m is not None:
+                return m
     reduction = V.check_reduction(reduction)
     run = _core.sigmoid_run(
         logits, targets, from_logits=from_logits, threshold=threshold, pos_weight=pos_weight,
         label_smoothing=label_smoothing, sample_weight=sample_weight, validate=validate,
         want_rows=reduction == "none")
+    if key is not None:
+        _one_shot_prime(key, run)
     return metrics_from_run(run, reduction)
 
 

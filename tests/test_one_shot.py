@@ -240,3 +240,76 @@ def test_a_kept_launch_follows_the_engines_kernel_choice(monkeypatch):
     fx.softmax_cross_entropy(z, y)  # the full path (the kept launch is stale), kept anew
     fx.softmax_cross_entropy(z, y)
     assert ran == [K._softmax_sparse_plain, K._softmax_sparse]
+
+
+def _sig_bits(m):
+    return (float(m.loss).hex(), float(m.accuracy).hex(), float(m.exact_match).hex(),
+            int(m.count), m.task)
+
+
+def _full_sigmoid(monkeypatch, *args, **kw):
+    monkeypatch.setattr(api, "ONE_SHOT_FAST", False)
+    try:
+        return fx.sigmoid_cross_entropy(*args, **kw)
+    finally:
+        monkeypatch.setattr(api, "ONE_SHOT_FAST", True)
+
+
+@pytest.fixture
+def full_sigmoid_calls(monkeypatch):
+    calls = []
+    real = _core.sigmoid_run
+
+    def counting(*a, **k):
+        calls.append(1)
+        return real(*a, **k)
+
+    monkeypatch.setattr(_core, "sigmoid_run", counting)
+    return calls
+
+
+@pytest.mark.parametrize("shape, tshape", [((500,), (500,)), ((500, 1), (500,)),
+                                           ((500, 1), (500, 1)), ((500, 9), (500, 9)),
+                                           ((300, 100), (300, 100))], ids=str)
+@pytest.mark.parametrize("dtype, tdtype", [(np.float32, np.float32), (np.float64, np.bool_),
+                                           (np.float32, np.float64)], ids=str)
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_sigmoid_fast_path_equals_full_path(monkeypatch, full_sigmoid_calls, shape, tshape,
+                                            dtype, tdtype, reduction):
+    rng = np.random.default_rng([len(shape), shape[-1], np.dtype(tdtype).itemsize])
+    z = (rng.standard_normal(shape) * 3).astype(dtype)
+    t = rng.random(tshape) < 0.3
+    t = t if tdtype is np.bool_ else t.astype(tdtype)
+    z.reshape(-1)[4] = np.nan
+    fx.sigmoid_cross_entropy(z, t, reduction=reduction)
+    batches = ((z, t), (z[:7], t[:7]), (z[1:], t[1:]), (z[::2], t[::2]))
+    for zz, tt in batches:
+        got = fx.sigmoid_cross_entropy(zz, tt, reduction=reduction)
+        assert _sig_bits(got) == _sig_bits(_full_sigmoid(monkeypatch, zz, tt,
+                                                         reduction=reduction))
+    assert len(full_sigmoid_calls) == 1 + len(batches)
+
+
+def test_sigmoid_after_priming_bad_inputs_and_options(monkeypatch, full_sigmoid_calls):
+    rng = np.random.default_rng(10)
+    z = rng.standard_normal((40, 6)).astype(np.float32)
+    t = (rng.random((40, 6)) < 0.5).astype(np.float32)
+    fx.sigmoid_cross_entropy(z, t)
+    bad = t.copy()
+    bad[9, 2] = 1.5
+    with pytest.raises(ValueError, match="row 9 has 1.5 at column 2"):
+        fx.sigmoid_cross_entropy(z, bad)
+    with pytest.raises(ValueError, match="targets shape"):
+        fx.sigmoid_cross_entropy(z, t[:, :5])
+    with pytest.raises(ValueError, match="threshold"):
+        fx.sigmoid_cross_entropy(z, t, threshold=1.5)
+    calls = len(full_sigmoid_calls)
+    for kw in (dict(threshold=0.3), dict(pos_weight=np.full(6, 2.0)), dict(label_smoothing=0.1),
+               dict(from_logits=False), dict(sample_weight=np.ones(40))):
+        zz = 1 / (1 + np.exp(-z)) if kw.get("from_logits") is False else z
+        assert _sig_bits(fx.sigmoid_cross_entropy(zz, t, **kw)) == _sig_bits(
+            _full_sigmoid(monkeypatch, zz, t, **kw))
+    assert len(full_sigmoid_calls) - calls == 10
+    # integer 0/1 targets are not kept (the full path casts them)
+    ti = t.astype(np.int64)
+    assert _sig_bits(fx.sigmoid_cross_entropy(z, ti)) == _sig_bits(fx.sigmoid_cross_entropy(z, t))
