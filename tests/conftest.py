@@ -173,18 +173,23 @@ def np_lib() -> Lib:
     return NumpyLib()
 
 
-@pytest.fixture
-def kernels_used(monkeypatch):
-    """The CPU kernel of each one-shot launch from here on, in order (a spy on the launch
-    plan's call)."""
+def spy_plan_kernels(monkeypatch, method="call"):
+    """A list of the CPU kernel of each launch plan ``method`` run from here on, in order
+    ("call": the full path's launches; "add_into": an Evaluator's or a fast one-shot's)."""
     from fastxent.backends import numba_cpu
 
     used = []
-    real = numba_cpu._Plan.call
+    real = getattr(numba_cpu._Plan, method)
 
     def spy(self, *args):
         used.append(self.kernel)
         return real(self, *args)
 
-    monkeypatch.setattr(numba_cpu._Plan, "call", spy)
+    monkeypatch.setattr(numba_cpu._Plan, method, spy)
     return used
+
+
+@pytest.fixture
+def kernels_used(monkeypatch):
+    """The CPU kernel of each full-path launch from here on, in order."""
+    return spy_plan_kernels(monkeypatch)

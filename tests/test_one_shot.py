@@ -8,6 +8,7 @@ import threading
 
 import numpy as np
 import pytest
+from conftest import spy_plan_kernels
 
 import fastxent as fx
 from fastxent import _core, api
@@ -25,26 +26,40 @@ def _no_kept_launches():
     api._ONE_SHOTS.paths.clear()
 
 
-@pytest.fixture
-def full_path_calls(monkeypatch):
-    """How many calls ran the full path (``_core.softmax_run``)."""
+def _counted(monkeypatch, name):
+    """A list that grows by one for each call of ``_core.<name>`` (a full-path call)."""
     calls = []
-    real = _core.softmax_run
+    real = getattr(_core, name)
 
     def counting(*a, **k):
         calls.append(1)
         return real(*a, **k)
 
-    monkeypatch.setattr(_core, "softmax_run", counting)
+    monkeypatch.setattr(_core, name, counting)
     return calls
 
 
-def _full(monkeypatch, *args, **kw):
+@pytest.fixture
+def full_path_calls(monkeypatch):
+    return _counted(monkeypatch, "softmax_run")
+
+
+@pytest.fixture
+def full_sigmoid_calls(monkeypatch):
+    return _counted(monkeypatch, "sigmoid_run")
+
+
+def _full_call(monkeypatch, fn, *args, **kw):
+    """``fn(*args, **kw)`` with the fast path off."""
     monkeypatch.setattr(api, "ONE_SHOT_FAST", False)
     try:
-        return fx.softmax_cross_entropy(*args, **kw)
+        return fn(*args, **kw)
     finally:
         monkeypatch.setattr(api, "ONE_SHOT_FAST", True)
+
+
+def _full(monkeypatch, *args, **kw):
+    return _full_call(monkeypatch, fx.softmax_cross_entropy, *args, **kw)
 
 
 @pytest.mark.parametrize("C", [1, 2, 10, 33, 300, 5000])
@@ -167,11 +182,7 @@ def test_python_threads_keep_their_own_launches(monkeypatch):
 
 
 def _full_evaluate(monkeypatch, *args, **kw):
-    monkeypatch.setattr(api, "ONE_SHOT_FAST", False)
-    try:
-        return fx.evaluate(*args, **kw)
-    finally:
-        monkeypatch.setattr(api, "ONE_SHOT_FAST", True)
+    return _full_call(monkeypatch, fx.evaluate, *args, **kw)
 
 
 @pytest.mark.parametrize("kw", [{}, dict(top_k=3), dict(reduction="sum"),
@@ -222,14 +233,7 @@ def test_a_kept_launch_follows_the_engines_kernel_choice(monkeypatch):
     from before the switch must not run the kernel the switch turned off."""
     from fastxent.backends import numba_cpu as K
 
-    ran = []
-    real = K._Plan.add_into
-
-    def spy(self, *a):
-        ran.append(self.kernel)
-        return real(self, *a)
-
-    monkeypatch.setattr(K._Plan, "add_into", spy)
+    ran = spy_plan_kernels(monkeypatch, "add_into")
     rng = np.random.default_rng(9)
     z = rng.standard_normal((100, 60)).astype(np.float32)
     y = rng.integers(0, 60, 100)
@@ -248,24 +252,7 @@ def _sig_bits(m):
 
 
 def _full_sigmoid(monkeypatch, *args, **kw):
-    monkeypatch.setattr(api, "ONE_SHOT_FAST", False)
-    try:
-        return fx.sigmoid_cross_entropy(*args, **kw)
-    finally:
-        monkeypatch.setattr(api, "ONE_SHOT_FAST", True)
-
-
-@pytest.fixture
-def full_sigmoid_calls(monkeypatch):
-    calls = []
-    real = _core.sigmoid_run
-
-    def counting(*a, **k):
-        calls.append(1)
-        return real(*a, **k)
-
-    monkeypatch.setattr(_core, "sigmoid_run", counting)
-    return calls
+    return _full_call(monkeypatch, fx.sigmoid_cross_entropy, *args, **kw)
 
 
 @pytest.mark.parametrize("shape, tshape", [((500,), (500,)), ((500, 1), (500,)),
