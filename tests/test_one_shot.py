@@ -300,3 +300,20 @@ def test_sigmoid_after_priming_bad_inputs_and_options(monkeypatch, full_sigmoid_
     # integer 0/1 targets are not kept (the full path casts them)
     ti = t.astype(np.int64)
     assert _sig_bits(fx.sigmoid_cross_entropy(z, ti)) == _sig_bits(fx.sigmoid_cross_entropy(z, t))
+
+
+def test_a_kept_launch_does_not_keep_the_batch_alive():
+    import gc
+    import weakref
+
+    rng = np.random.default_rng(11)
+    z = rng.standard_normal((70_000, 12)).astype(np.float32)
+    y = rng.integers(0, 12, 70_000)
+    t = (rng.random((70_000, 12)) < 0.2).astype(np.float32)
+    for _ in range(2):  # the full path keeps the launch, the second call runs it
+        fx.softmax_cross_entropy(z, y)
+        fx.sigmoid_cross_entropy(z, t)
+    refs = [weakref.ref(a) for a in (z, y, t)]
+    del z, y, t
+    gc.collect()
+    assert [r() for r in refs] == [None, None, None]
