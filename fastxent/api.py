@@ -119,10 +119,9 @@ def softmax_cross_entropy(logits, labels, *, from_logits=True, label_smoothing=0
             and label_smoothing == 0.0 and (top_k is None or type(top_k) is int)
             and type(reduction) is str and ONE_SHOT_FAST):
         key = _one_shot_key(logits, labels, top_k, reduction)
-        if key is not None:
-            m = _one_shot(key, logits, labels, reduction)
-            if m is not None:
-                return m
+        m = _one_shot(key, logits, labels, reduction)
+        if m is not None:
+            return m
     reduction = V.check_reduction(reduction)
     run = _core.softmax_run(
         logits, labels, from_logits=from_logits, label_smoothing=label_smoothing,
@@ -177,8 +176,9 @@ def _sigmoid_key(logits, targets, reduction):
 
 
 def _one_shot(key, logits, labels, reduction):
-    """The call's Metrics through the kept launch for ``key``, or None (full path)."""
-    entry = _ONE_SHOTS.paths.get(key)
+    """The call's Metrics through the kept launch for ``key``, or None (the full path: no
+    key, none kept, or a batch the launch does not take)."""
+    entry = None if key is None else _ONE_SHOTS.paths.get(key)
     if entry is None or logits.shape[0] == 0 or entry[4] != entry[0].engine.plan_globals():
         return None
     fast, template, counts, exact, _ = entry
@@ -262,10 +262,9 @@ def sigmoid_cross_entropy(logits, targets, *, from_logits=True, threshold=0.5, p
             and type(threshold) is float and threshold == 0.5 and type(reduction) is str
             and ONE_SHOT_FAST):
         key = _sigmoid_key(logits, targets, reduction)
-        if key is not None:
-            m = _one_shot(key, logits, targets, reduction)
-            if m is not None:
-                return m
+        m = _one_shot(key, logits, targets, reduction)
+        if m is not None:
+            return m
     reduction = V.check_reduction(reduction)
     run = _core.sigmoid_run(
         logits, targets, from_logits=from_logits, threshold=threshold, pos_weight=pos_weight,
@@ -328,10 +327,9 @@ def evaluate(logits, labels, *, task="auto", **options) -> Metrics:
         reduction = options.get("reduction", "mean")
         if (top_k is None or type(top_k) is int) and type(reduction) is str:
             key = _one_shot_key(logits, labels, top_k, reduction)
-            if key is not None:
-                m = _one_shot(key, logits, labels, reduction)
-                if m is not None:
-                    return m
+            m = _one_shot(key, logits, labels, reduction)
+            if m is not None:
+                return m
     if task not in _TASKS:
         raise ValueError(f"task must be one of {_TASKS}, got {task!r}")
     logits = _core._user_array(logits)
