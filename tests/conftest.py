@@ -150,14 +150,20 @@ def _make_lib(name: str) -> Lib:
         pytest.importorskip("torch", reason="torch is not installed")
         return TorchLib()
     if name == "cupy":
-        cupy = pytest.importorskip("cupy", reason="CuPy is not installed")
-        try:
-            if cupy.cuda.runtime.getDeviceCount() < 1:
-                pytest.skip("no CUDA device")
-        except Exception as exc:  # noqa: BLE001 - any CUDA runtime failure means "no GPU"
-            pytest.skip(f"no usable CUDA device ({type(exc).__name__})")
+        cupy_or_skip()
         return CupyLib()
     raise AssertionError(name)
+
+
+def cupy_or_skip():
+    """The ``cupy`` module, or skip the test: CuPy not installed, or no usable CUDA device."""
+    cupy = pytest.importorskip("cupy", reason="CuPy is not installed")
+    try:
+        if cupy.cuda.runtime.getDeviceCount() < 1:
+            pytest.skip("no CUDA device")
+    except Exception as exc:  # noqa: BLE001 - any CUDA runtime failure means "no GPU"
+        pytest.skip(f"no usable CUDA device ({type(exc).__name__})")
+    return cupy
 
 
 @pytest.fixture(

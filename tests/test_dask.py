@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import cupy_or_skip
 
 import fastxent as fx
 
@@ -164,12 +165,7 @@ def test_empty_arrays_and_options():
 
 @pytest.mark.gpu
 def test_cupy_blocks():
-    cupy = pytest.importorskip("cupy")
-    try:
-        if cupy.cuda.runtime.getDeviceCount() < 1:
-            pytest.skip("no CUDA device")
-    except Exception as exc:  # noqa: BLE001
-        pytest.skip(f"no usable CUDA device ({type(exc).__name__})")
+    cupy = cupy_or_skip()
     rng = np.random.default_rng(5)
     z = cupy.asarray(rng.standard_normal((20_000, 40)).astype(np.float32))
     y = cupy.asarray(rng.integers(0, 40, 20_000))

@@ -9,6 +9,7 @@ import warnings
 
 import numpy as np
 import pytest
+from conftest import cupy_or_skip
 
 import fastxent as fx
 from fastxent import evaluator as E
@@ -650,12 +651,7 @@ def test_fast_path_bad_labels(monkeypatch):
 
 @pytest.mark.gpu
 def test_gpu_state_stays_on_device():
-    cupy = pytest.importorskip("cupy")
-    try:
-        if cupy.cuda.runtime.getDeviceCount() < 1:
-            pytest.skip("no CUDA device")
-    except Exception as exc:  # noqa: BLE001
-        pytest.skip(f"no usable CUDA device ({type(exc).__name__})")
+    cupy = cupy_or_skip()
     rng = np.random.default_rng(12)
     z = cupy.asarray(rng.standard_normal((50_000, 33)).astype(np.float32))
     y = cupy.asarray(rng.integers(0, 33, 50_000))
