@@ -108,6 +108,72 @@ def test_dense_tile_equals_generic(monkeypatch, C, n, kind, weighted, dtype, pre
     assert_loss_close(a.row_loss, b.row_loss, np.float32)
 
 
+# label values that a shortcut could misread: values near 0 and 1 that a float sum rounds
+# away (a row [1 - 2**-24, 0, 1] once counted as 0/1), -0.0 (a valid 0 with the sign bit),
+# values above 1, and bad ones (negative, NaN, inf)
+_TRICKY_LABELS = [1e-30, 1e-45, -0.0, 1.0 + 2.0**-23, 1.0 - 2.0**-24, 0.5, 2.0, -1e-30,
+                  np.nan, np.inf]
+
+
+def _tricky_label_rows(rng, C, dtype):
+    """One-hot rows over several tiles; each tricky value in two of them, once before the
+    row's 1 and once after it."""
+    n = 64 * 5 + 7
+    t = np.eye(C, dtype=dtype)[rng.integers(0, C, n)]
+    for k, v in enumerate(_TRICKY_LABELS):
+        for j, (one_at, v_at) in enumerate(((C - 1, 0), (0, C - 1))):
+            r = 3 + 31 * k + j
+            t[r] = 0
+            t[r, one_at] = 1
+            t[r, v_at] = v
+    return t
+
+
+@pytest.mark.parametrize("small_c", [True, False])  # the tile kernel, the per-row kernel
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("C", [3, 10, 33, 100])
+def test_dense_label_statistics_against_numpy(monkeypatch, small_c, dtype, C):
+    """BINARY / ONEHOT / SUM1 counts and the first bad row equal a NumPy count, with the
+    tricky values in one-hot rows (one extra element) spread over several tiles."""
+    rng = np.random.default_rng([C, np.dtype(dtype).itemsize])
+    t = _tricky_label_rows(rng, C, dtype)
+    z = rng.standard_normal(t.shape).astype(dtype)
+    monkeypatch.setattr(K, "SMALL_C", K.SMALL_C if small_c else 0)
+    got = K.softmax_xent(z, t, SoftmaxOptions(dense=True))
+    t64 = t.astype(np.float64)
+    binary = np.all((t64 == 0) | (t64 == 1), axis=1)
+    onehot = binary & ((t64 == 1).sum(axis=1) == 1)
+    sum1 = np.abs(t64.sum(axis=1) - 1.0) <= config.SUM_TO_ONE_TOL
+    bad = np.flatnonzero(~np.all(np.isfinite(t64) & (t64 >= 0), axis=1))
+    assert got.counts[S.BINARY] == binary.sum()
+    assert got.counts[S.ONEHOT] == onehot.sum()
+    assert got.counts[S.SUM1] == sum1.sum()
+    assert got.first_bad == bad[0]
+    assert len(bad) == 6  # -1e-30, NaN, inf, each twice
+
+
+@pytest.mark.parametrize("small_c", [True, False])  # the tile kernel, the lean row kernel
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("C", [3, 10, 33, 100])
+def test_sigmoid_label_statistics_against_numpy(monkeypatch, small_c, dtype, C):
+    """As above for the sigmoid kernels, where a target above 1 is bad too."""
+    rng = np.random.default_rng([C, np.dtype(dtype).itemsize, 1])
+    t = _tricky_label_rows(rng, C, dtype)
+    z = rng.standard_normal(t.shape).astype(dtype)
+    monkeypatch.setattr(K, "SMALL_C", K.SMALL_C if small_c else 0)
+    got = K.sigmoid_xent(z, t, SigmoidOptions())
+    t64 = t.astype(np.float64)
+    binary = np.all((t64 == 0) | (t64 == 1), axis=1)
+    onehot = binary & ((t64 == 1).sum(axis=1) == 1)
+    sum1 = np.abs(t64.sum(axis=1) - 1.0) <= config.SUM_TO_ONE_TOL
+    bad = np.flatnonzero(~np.all((t64 >= 0) & (t64 <= 1), axis=1))
+    assert got.counts[S.BINARY] == binary.sum()
+    assert got.counts[S.ONEHOT] == onehot.sum()
+    assert got.counts[S.SUM1] == sum1.sum()
+    assert got.first_bad == bad[0]
+    assert len(bad) == 10  # 1 + 2**-23, 2, -1e-30, NaN, inf, each twice
+
+
 @pytest.mark.parametrize("C", [1, 3, 10, 32])
 @pytest.mark.parametrize("n", [1, 64, 200])
 @pytest.mark.parametrize("pred", PREDS)

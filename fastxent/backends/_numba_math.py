@@ -1058,6 +1058,83 @@ def tb_le_one(acc):  # pragma: no cover
     pass
 
 
+def bin_init(one):  # pragma: no cover
+    pass
+
+
+def bin_acc(acc, t):  # pragma: no cover
+    pass
+
+
+def bin_all(acc):  # pragma: no cover
+    pass
+
+
+# Whether every target of a row is 0 or 1, for a loop that does other work: ``acc =
+# bin_init(one)``, ``acc = bin_acc(acc, t)``, then ``bin_all(acc)``. An unsigned max over
+# ``min(bits, bits ^ bits(1.0), bits ^ bits(-0.0))``, which is 0 exactly for +-0.0 and 1.0
+# (as ``t == 0 or t == 1``). Integer operations, which no fast-math flag
+# reassociates: the float ``sum(t - t*t)`` used before did get reassociated, LLVM computing
+# ``(acc + t) - t*t``, so that a 1.0 after a t = 1 - 2**-24 (or 1e-30) absorbed that t's
+# difference and a row like [1 - 2**-24, 0, 1] counted as 0/1 (found by
+# tests/test_tile_kernels.py's label statistics against NumPy; the GPU counts exactly).
+
+
+@intrinsic
+def _bin_key(typingctx, x):
+    """``min(bits, bits ^ bits(1.0), bits ^ bits(-0.0))`` (unsigned) of a float32 / float64,
+    as an int: 0 iff x is +0.0, -0.0 or 1.0."""
+    if x == types.float32:
+        ity, one_bits, sign, rty = _I32, 0x3F800000, 1 << 31, types.int32
+    elif x == types.float64:
+        ity, one_bits, sign, rty = _I64, 0x3FF0000000000000, 1 << 63, types.int64
+    else:
+        return None
+
+    def codegen(context, builder, signature, args):
+        def umin(a, b):
+            return builder.select(builder.icmp_unsigned("<", a, b), a, b)
+
+        b = builder.bitcast(args[0], ity)
+        y = builder.xor(b, ir.Constant(ity, one_bits))
+        z = builder.xor(b, ir.Constant(ity, sign))
+        return umin(umin(b, y), z)
+
+    return rty(x), codegen
+
+
+@intrinsic
+def _umax(typingctx, a, b):
+    """Unsigned max of two int32 or two int64 bit patterns."""
+    if a != b or a not in (types.int32, types.int64):
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.select(builder.icmp_unsigned(">", args[0], args[1]), args[0], args[1])
+
+    return a(a, b), codegen
+
+
+@overload(bin_init)
+def _ov_bin_init(one):
+    if one == types.float32:
+        return lambda one: np.int32(0)
+    if one == types.float64:
+        return lambda one: np.int64(0)
+
+
+@overload(bin_acc)
+def _ov_bin_acc(acc, t):
+    if t in (types.float32, types.float64):
+        return lambda acc, t: _umax(acc, _bin_key(t))
+
+
+@overload(bin_all)
+def _ov_bin_all(acc):
+    if acc in (types.int32, types.int64):
+        return lambda acc: acc == 0
+
+
 @overload(tb_init)
 def _ov_tb_init(one):
     if one == types.float32:

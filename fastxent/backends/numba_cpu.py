@@ -64,12 +64,18 @@ from ._numba_math import (
     PREFETCH_MAX_BYTES,
     PREFETCH_MIN_BYTES,
     address_of,
+    bin_acc,
+    bin_all,
+    bin_init,
     cast_like,
     claim_block,
     f32_abs_bits,
     f32_as_i32,
     f64_as_i64,
     fexp_nonpos,
+    finite_acc,
+    finite_init,
+    finite_ok,
     flog,
     flog1p,
     flog1p_unit,
@@ -1466,17 +1472,17 @@ def _softmax_dense(
                     chk += nonfinite(v)
                     tot += v
             # the label pass in three accumulators (float32): an unsigned max of the bits
-            # (max, sign and finiteness at once), the sum, and sum(t - t*t), exactly 0 iff
-            # every t in [0, 1] is 0 or 1 (see _sigmoid); the exact tests only for a row
-            # that may be bad (a negative, -0.0, NaN or inf target; always for float64)
+            # (max, sign and finiteness at once), the sum, and whether every t is 0 or 1
+            # (bin_acc, an integer max); the exact tests only for a row that may be bad (a
+            # negative, -0.0, NaN or inf target; always for float64)
             tb = tb_init(one)
             st = zero
-            nb = zero
+            nb = bin_init(one)
             for c in range(C):
                 tv = cast_like(widen(tr, c), one)
                 tb = tb_acc(tb, tv)
                 st += tv
-                nb += tv - tv * tv
+                nb = bin_acc(nb, tv)
             if pf:  # see PREFETCH_MIN_BYTES: after the two passes that read from memory
                 prefetch_span(z, base + rs, C)
                 prefetch_span(tl, tbase + trs, C)
@@ -1487,7 +1493,7 @@ def _softmax_dense(
                 tneg = zero
                 tchk = zero
                 npos = st
-                nbin = Cf if (tb_le_one(tb) and nb == zero) else zero
+                nbin = Cf if bin_all(nb) else zero
             _count_label_stats(cnt, nbin, npos, st, C, sum1_tol)
             ty = _first_index_of(tr, tmax) if tmax == tmax else 0
             ty = ty if ty < C else 0
@@ -1682,6 +1688,9 @@ def _softmax_dense_small(
     # stayed a conditional store (vmaskmovps, microcoded on AVX2 AMD cores)
     mxk = np.empty(TILE, dtype=type(max_init(one)))
     tmxk = np.empty(TILE, dtype=type(max_init(one)))
+    fnk = np.empty(TILE, dtype=type(finite_init(one)))
+    tbk = np.empty(TILE, dtype=type(tb_init(one)))
+    nbk = np.empty(TILE, dtype=type(bin_init(one)))
     chk = np.empty(TILE, dtype=type(one))
     tbad = np.empty(TILE, dtype=type(one))
     st = np.empty(TILE, dtype=type(one))
@@ -1717,12 +1726,10 @@ def _softmax_dense_small(
             _load_tile(bt, tl, i0, nr, trs, one)
             for r in range(mx.shape[0]):
                 mxk[r] = max_init(one)
-                tmxk[r] = max_init(one)
-                chk[r] = zero
-                tbad[r] = zero
+                fnk[r] = finite_init(one)
+                tbk[r] = tb_init(one)
+                nbk[r] = bin_init(one)
                 st[r] = zero
-                npos[r] = zero
-                nbin[r] = zero
                 er[r] = zero
                 ty[r] = Cf
                 zf[r] = Cf
@@ -1730,7 +1737,10 @@ def _softmax_dense_small(
                 neq[r] = zero
                 std[r] = zero
                 tot[r] = zero
-            # 1. maxima, finiteness, label statistics, element-wise side accuracy
+            # 1. maxima, finiteness, label statistics, element-wise side accuracy; the
+            #    labels in _softmax_dense's three accumulators (float32: the unsigned max of
+            #    the bits, the sum, bin_acc), with the exact tests only for a tile that has
+            #    a row they cannot clear (always for float64)
             for c in range(C):
                 bzc = bz[c]
                 btc = bt[c]
@@ -1738,17 +1748,37 @@ def _softmax_dense_small(
                     v = bzc[r]
                     tv = btc[r]
                     mxk[r] = max_acc(mxk[r], v)
-                    chk[r] += nonfinite(v)
+                    fnk[r] = finite_acc(fnk[r], v)
                     tot[r] += v
-                    tmxk[r] = max_acc(tmxk[r], tv)
-                    tbad[r] += nonfinite(tv) + (one if tv < zero else zero)
+                    tbk[r] = tb_acc(tbk[r], tv)
                     st[r] += tv
-                    npos[r] += one if tv > zero else zero
-                    nbin[r] += one if (tv == zero or tv == one) else zero
+                    nbk[r] = bin_acc(nbk[r], tv)
                     er[r] += one if ((v > thrc) == (tv > half)) else zero
+            maybe_bad = False
             for r in range(mx.shape[0]):
                 mx[r] = max_value(mxk[r])
-                tmx[r] = max_value(tmxk[r])
+                chk[r] = zero if finite_ok(fnk[r]) else one
+                tb = tbk[r]
+                maybe_bad |= tb_maybe_bad(tb)
+                tmx[r] = tb_max(tb)
+                tbad[r] = zero
+                npos[r] = st[r]  # read only for a row of 0s and 1s, where it is the count
+                nbin[r] = Cf if bin_all(nbk[r]) else zero
+            if maybe_bad:  # exact: label max, negative or non-finite labels, 0/1 and > 0
+                for r in range(mx.shape[0]):
+                    tmxk[r] = max_init(one)
+                    npos[r] = zero
+                    nbin[r] = zero
+                for c in range(C):
+                    btc = bt[c]
+                    for r in range(btc.shape[0]):
+                        tv = btc[r]
+                        tmxk[r] = max_acc(tmxk[r], tv)
+                        tbad[r] += nonfinite(tv) + (one if tv < zero else zero)
+                        npos[r] += one if tv > zero else zero
+                        nbin[r] += one if (tv == zero or tv == one) else zero
+                for r in range(mx.shape[0]):
+                    tmx[r] = max_value(tmxk[r])
             # 2. first argmax of labels and predictions; logits: exp-sum of the non-maximal
             #    terms, ties and sum(t d); probabilities: sum(t log clip(p [/ sum p]))
             if from_logits:
@@ -1981,17 +2011,16 @@ def _sigmoid(
                 # t' sp(-x) + (1 - t') sp(x) = max(x, 0) - t' x + log1p(exp(-|x|)). The
                 # checks and label statistics are cut to three accumulators (fewer vector ops
                 # and registers; the loop was spilling): finite x and t in [0, 1] in one
-                # integer max (xt_acc), and sum(t - t*t), which is exactly 0 iff every t is 0
-                # or 1 (t*t < t in float32 for t in (0, 1), and a sum of non-negative terms
-                # is 0 only if each is); a 0/1 row's positives are then st (exact integers).
+                # integer max (xt_acc), and whether every t is 0 or 1 (bin_acc, another);
+                # a 0/1 row's positives are then st (exact integers).
                 xt = xt_init(one)
-                nb = zero
+                nb = bin_init(one)
                 for c in range(C):
                     x = widen(zr, c)
                     tv = cast_like(widen(tr, c), one)
                     xt = xt_acc(xt, x, tv)
                     st += tv
-                    nb += tv - tv * tv
+                    nb = bin_acc(nb, tv)
                     tp = omls * tv + ls2
                     ax = x if x > zero else -x
                     l1 = flog1p_unit(fexp_nonpos(-ax))
@@ -2000,7 +2029,7 @@ def _sigmoid(
                 if xt_maybe_bad(xt):  # inconclusive (a bad value, -0.0, |x| > 2**127)
                     chk, tbad, npos, nbin = _sig_row_checks(zr, tr, one)
                 else:
-                    nbin = Cf if nb == zero else zero
+                    nbin = Cf if bin_all(nb) else zero
                     npos = st
             elif from_logits:
                 for c in range(C):
@@ -2106,7 +2135,7 @@ def _sig_tile_row(z, tl, i, r, rs, trs, C, pw, colw, ls, from_logits, eps, log_f
 @jit_inline
 def _sig_plain_rows(z, tl, i0, nr, rs, trs, C, omls, ls2, thrc, lv, er, st, nbt, xbad, one):
     """The vectorised pass of ``_sigmoid_plain`` over rows ``i0 .. i0+nr``: per tile row the
-    loss ``sl / C``, element hits, target sum, ``sum(t - t*t)`` and whether the cheap check
+    loss ``sl / C``, element hits, target sum, ``bin_acc`` and whether the cheap check
     (one unsigned max over the bits) cannot clear the row. Nothing else happens in this row
     loop: with the label checks and CAT in it as well, the vectorised loop spilled more of its
     constants and E_bce-like rows (C = 100) ran 1.1-1.2x slower (same bits)."""
@@ -2124,7 +2153,7 @@ def _sig_plain_rows(z, tl, i0, nr, rs, trs, C, omls, ls2, thrc, lv, er, st, nbt,
         # function for one row at a time ran 0.83-0.88x (same bits, 262k x 100, weighted)
         xt = xt_init(one)
         s_t = zero
-        nb = zero
+        nb = bin_init(one)
         sl = zero
         e_r = zero
         for c in range(C):
@@ -2132,7 +2161,7 @@ def _sig_plain_rows(z, tl, i0, nr, rs, trs, C, omls, ls2, thrc, lv, er, st, nbt,
             tv = cast_like(widen(tr, c), one)
             xt = xt_acc(xt, x, tv)
             s_t += tv
-            nb += tv - tv * tv
+            nb = bin_acc(nb, tv)
             tp = omls * tv + ls2
             ax = x if x > zero else -x
             l1 = flog1p_unit(fexp_nonpos(-ax))
@@ -2171,7 +2200,7 @@ def _sigmoid_plain(
     thrc = cast_like(thr, one)
     Cf = cast_like(np.int32(C), one)
     lv, chk, tbad, cat, er, nbin, npos, st = _sig_tile_buffers(one)
-    nbt = np.empty(TILE, dtype=type(one))  # per tile row: sum(t - t*t), 0 iff all t are 0/1
+    nbt = np.empty(TILE, dtype=type(bin_init(one)))  # per tile row: bin_acc (all t 0/1?)
     xbad = np.empty(TILE, dtype=type(one))  # 1 where the cheap check cannot clear the row
     cnt = counts[slot]
     bn = bins[slot]
@@ -2198,7 +2227,7 @@ def _sigmoid_plain(
                     chk[r] = zero
                     tbad[r] = zero
                     npos[r] = st[r]
-                    nbin[r] = Cf if nbt[r] == zero else zero
+                    nbin[r] = Cf if bin_all(nbt[r]) else zero
                 cat[r] = zero
                 if want_cat and nbin[r] == Cf and npos[r] == one and chk[r] == zero:
                     # CAT (one-hot rows only, see _sigmoid)
@@ -2310,6 +2339,9 @@ def _sigmoid_small(
     # running maxima as int32 order keys (see _softmax_dense_small)
     mxk = np.empty(TILE, dtype=type(max_init(one)))
     tmxk = np.empty(TILE, dtype=type(max_init(one)))
+    fnk = np.empty(TILE, dtype=type(finite_init(one)))
+    tbk = np.empty(TILE, dtype=type(tb_init(one)))
+    nbk = np.empty(TILE, dtype=type(bin_init(one)))
     lv, chk, tbad, cat, er, nbin, npos, st = _sig_tile_buffers(one)
     sl = np.empty(TILE, dtype=type(one))
     zf = np.empty(TILE, dtype=type(one))
@@ -2327,34 +2359,54 @@ def _sigmoid_small(
             _load_tile(bt, tl, i0, nr, trs, one)
             for r in range(mx.shape[0]):
                 mxk[r] = max_init(one)
-                tmxk[r] = max_init(one)
-                chk[r] = zero
-                tbad[r] = zero
+                fnk[r] = finite_init(one)
+                tbk[r] = tb_init(one)
+                nbk[r] = bin_init(one)
                 st[r] = zero
-                npos[r] = zero
-                nbin[r] = zero
                 er[r] = zero
                 sl[r] = zero
                 zf[r] = Cf
                 ty[r] = Cf
-            # 1. statistics, side accuracy, maxima
+            # 1. statistics, side accuracy, maxima; the targets in _softmax_dense's three
+            #    accumulators (see _softmax_dense_small), with the exact tests only for a
+            #    tile that has a row they cannot clear (always for float64)
             for c in range(C):
                 bzc = bz[c]
                 btc = bt[c]
                 for r in range(bzc.shape[0]):
                     x = bzc[r]
                     tv = btc[r]
-                    chk[r] += nonfinite(x)
-                    tbad[r] += zero if (tv >= zero and tv <= one) else one
+                    fnk[r] = finite_acc(fnk[r], x)
+                    tbk[r] = tb_acc(tbk[r], tv)
                     st[r] += tv
-                    npos[r] += one if tv > zero else zero
-                    nbin[r] += one if (tv == zero or tv == one) else zero
+                    nbk[r] = bin_acc(nbk[r], tv)
                     er[r] += one if ((x > thrc) == (tv > half)) else zero
                     mxk[r] = max_acc(mxk[r], x)
-                    tmxk[r] = max_acc(tmxk[r], tv)
+            maybe_bad = False
             for r in range(mx.shape[0]):
                 mx[r] = max_value(mxk[r])
-                tmx[r] = max_value(tmxk[r])
+                chk[r] = zero if finite_ok(fnk[r]) else one
+                tb = tbk[r]
+                maybe_bad |= tb_maybe_bad(tb) or not tb_le_one(tb)
+                tmx[r] = tb_max(tb)
+                tbad[r] = zero
+                npos[r] = st[r]  # read only for a row of 0s and 1s, where it is the count
+                nbin[r] = Cf if bin_all(nbk[r]) else zero
+            if maybe_bad:  # exact: target max, targets outside [0, 1], 0/1 and > 0
+                for r in range(mx.shape[0]):
+                    tmxk[r] = max_init(one)
+                    npos[r] = zero
+                    nbin[r] = zero
+                for c in range(C):
+                    btc = bt[c]
+                    for r in range(btc.shape[0]):
+                        tv = btc[r]
+                        tbad[r] += zero if (tv >= zero and tv <= one) else one
+                        npos[r] += one if tv > zero else zero
+                        nbin[r] += one if (tv == zero or tv == one) else zero
+                        tmxk[r] = max_acc(tmxk[r], tv)
+                for r in range(mx.shape[0]):
+                    tmx[r] = max_value(tmxk[r])
             # 2. element losses (the three forms of ``_sigmoid``)
             for c in range(C):
                 bzc = bz[c]
