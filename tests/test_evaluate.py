@@ -221,6 +221,30 @@ def test_multiclass_on_multi_hot_warns(lib, rng, label_dtype):
     assert int(lib.to_numpy(m.count)) == N
 
 
+# (C, j): the 1 and the stray value in columns 0 and j, j a multiple of 16 and 64, so that
+# they meet in one vector lane of the row kernels; C <= 32 runs the tile kernels
+@pytest.mark.parametrize("C, j", [(10, 9), (33, 32), (1000, 512)])
+@pytest.mark.parametrize("before", [True, False])  # the stray value before / after the 1
+def test_a_near_zero_target_makes_a_row_not_one_hot(lib, C, j, before):
+    """One-hot rows but one, which also has a 1e-30: not every row is exactly one-hot, so
+    task='binary' does not warn. (A fast-math float test read such a row as one-hot when the
+    1 came after the 1e-30 in the same vector lane.)"""
+    rng = np.random.default_rng(C)
+    N = 100
+    z = make_logits(rng, (N, C), np.float32)
+    y = rng.integers(0, C, N)
+    t = np.eye(C, dtype=np.float32)[y]
+    t[7] = 0
+    t[7, j if before else 0] = 1
+    t[7, 0 if before else j] = 1e-30
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", fx.TaskMismatchWarning)
+        fx.evaluate(lib.to_lib(z), lib.to_lib(t), task="binary")
+    t[7, 0 if before else j] = 0  # now exactly one-hot: the trap warning
+    with pytest.warns(fx.TaskMismatchWarning):
+        fx.evaluate(lib.to_lib(z), lib.to_lib(t), task="binary")
+
+
 def test_no_warning_for_one_hot_auto_and_multiclass(lib):
     z, onehot, y = trap_data(N=200)
     m = _evaluate(lib, z, onehot)
