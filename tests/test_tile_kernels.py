@@ -13,6 +13,9 @@ from fractions import Fraction
 import numba as nb
 import numpy as np
 import pytest
+from checks import FLOAT_DTYPES
+from hypothesis import given
+from hypothesis import strategies as st
 from tolerances import assert_loss_close
 
 from fastxent import _state as S
@@ -172,6 +175,62 @@ def test_sigmoid_label_statistics_against_numpy(monkeypatch, small_c, dtype, C):
     assert got.counts[S.SUM1] == sum1.sum()
     assert got.first_bad == bad[0]
     assert len(bad) == 10  # 1 + 2**-23, 2, -1e-30, NaN, inf, each twice
+
+
+def _label_stats_numpy(t64, sigmoid):
+    """BINARY, ONEHOT, SUM1 counts and the first bad row, from float64 targets."""
+    binary = np.all((t64 == 0) | (t64 == 1), axis=1)
+    onehot = binary & ((t64 == 1).sum(axis=1) == 1)
+    with np.errstate(invalid="ignore"):  # inf + -inf in a bad row
+        sum1 = np.abs(t64.sum(axis=1) - 1.0) <= config.SUM_TO_ONE_TOL
+    ok = (t64 >= 0) & (t64 <= 1) if sigmoid else np.isfinite(t64) & (t64 >= 0)
+    bad = np.flatnonzero(~np.all(ok, axis=1))
+    return binary.sum(), onehot.sum(), sum1.sum(), (int(bad[0]) if len(bad) else -1)
+
+
+_STRAY = [0.0, -0.0, 1.0, 1e-30, 1e-45, 2.0**-24, 1.0 - 2.0**-24, 1.0 - 2.0**-11, 0.5,
+          1.0 + 2.0**-23, 2.0, -1e-30, np.nan, np.inf, -np.inf]
+
+
+@given(n=st.integers(0, 140), C=st.integers(1, 300), base=st.sampled_from(["onehot", "multihot"]),
+       dtype=st.sampled_from(FLOAT_DTYPES), sigmoid=st.booleans(), small_c=st.booleans(),
+       seed=st.integers(0, 2**32 - 1),
+       strays=st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 10**6),
+                                 st.sampled_from(_STRAY)), max_size=12))
+def test_label_statistics_property(n, C, base, dtype, sigmoid, small_c, seed, strays):
+    """The dense kernels' label statistics equal NumPy's on one-hot or multi-hot rows with
+    stray values (near 0 and 1, -0.0, above 1, bad) at random places, for every kernel a
+    call can take and every label dtype."""
+    rng = np.random.default_rng(seed)
+    if base == "onehot":
+        t64 = np.eye(C)[rng.integers(0, C, n)]
+    else:
+        t64 = (rng.random((n, C)) < 0.3).astype(np.float64)
+    for i, c, v in strays:
+        if n:
+            t64[i % n, c % C] = v
+    t = t64.astype(dtype)
+    z = rng.standard_normal((n, C)).astype(np.float32)
+    monkeypatch = pytest.MonkeyPatch()
+    try:
+        monkeypatch.setattr(K, "SMALL_C", K.SMALL_C if small_c else 0)
+        got = (K.sigmoid_xent(z, t, SigmoidOptions(want_cat=True)) if sigmoid
+               else K.softmax_xent(z, t, SoftmaxOptions(dense=True)))
+    finally:
+        monkeypatch.undo()
+    t64 = t.astype(np.float64)
+    want = _label_stats_numpy(t64, sigmoid)
+    assert (got.counts[S.BINARY], got.counts[S.ONEHOT], got.counts[S.SUM1],
+            got.first_bad) == want
+    if want[3] < 0 and n:  # no bad row: the element-wise and categorical counts too
+        hit = (z > 0) == (t64 > 0.5)
+        assert got.counts[S.ELEM] == hit.sum()
+        assert got.counts[S.EXACT] == hit.all(axis=1).sum()
+        same = np.argmax(z, axis=1) == np.argmax(t64, axis=1)  # first argmaxes
+        if sigmoid:  # CAT over exactly one-hot rows only
+            binary = np.all((t64 == 0) | (t64 == 1), axis=1)
+            same &= binary & ((t64 == 1).sum(axis=1) == 1)
+        assert got.counts[S.CAT] == same.sum()
 
 
 @pytest.mark.parametrize("C", [1, 3, 10, 32])
