@@ -623,10 +623,11 @@ def test_dense_unnormalised_rows(lib, rng):
 @pytest.mark.parametrize("C", [33, 1000])
 def test_dense_label_statistics_and_bad_rows(dtype, C):
     """The dense softmax label pass runs on three accumulators (an unsigned max of the bits,
-    the sum, sum(t - t*t)) and exact tests only for rows that may be bad: one-hot, 0/1 and
-    sum-to-one counts, the label (first argmax of t) and the first bad row must equal the
+    the sum, an integer 0/1 test) and exact tests only for rows that may be bad: one-hot, 0/1
+    and sum-to-one counts, the label (first argmax of t) and the first bad row must equal the
     exact definitions for targets one ulp from 0 or 1, -0.0, above 1, and rows whose
-    t - t*t terms cancel."""
+    t - t*t terms cancel (the float 0/1 test once summed them; see also
+    test_tile_kernels.py's label statistics)."""
     from fastxent import _state as S
     from fastxent import config
     from fastxent.backends import SoftmaxOptions
