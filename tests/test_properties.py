@@ -75,6 +75,10 @@ def _plant(rng, z, specials, protect=None):
             z[i, int(protect[i])] = -np.inf
         elif s == "pos_inf":
             z[i, int(rng.integers(0, C))] = np.inf
+        elif s == "signed_zeros" and C > 1:  # the row max is a -0.0 and a +0.0, a tie
+            j, k = rng.choice(C, 2, replace=False)
+            z[i] = -np.abs(z[i]) - 1.0
+            z[i, int(j)], z[i, int(k)] = -0.0, 0.0
         elif s == "tie_max":
             j, k = rng.integers(0, C, 2)
             z[i, int(j)] = z[i, int(k)] = np.nanmax(np.where(np.isinf(z[i]), np.nan, z[i]),
@@ -88,7 +92,8 @@ def _plant(rng, z, specials, protect=None):
 
 
 SOFTMAX_SPECIALS = st.lists(
-    st.sampled_from(["nan_row", "neg_inf_col", "neg_inf_target", "pos_inf", "tie_max"]),
+    st.sampled_from(["nan_row", "neg_inf_col", "neg_inf_target", "pos_inf", "tie_max",
+                     "signed_zeros"]),
     max_size=3)
 
 

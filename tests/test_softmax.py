@@ -670,6 +670,27 @@ def test_dense_label_statistics_and_bad_rows(dtype, C):
         assert E.softmax_xent(z, tb, SoftmaxOptions(dense=True)).first_bad == 9
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, BF16], ids=["f32", "f64", "bf16"])
+@pytest.mark.parametrize("C", [4, 40, 1000])  # the tile, plain and general kernels
+@pytest.mark.parametrize("dense", [False, True], ids=["sparse", "dense"])
+def test_huge_tied_logits_beside_minus_inf(dtype, C, dense):
+    """A row of logits ~1e30, three tied at the max, and one -inf takes the IEEE slow path;
+    its loss is log 3 (the label is among the tied). Under fast-math LLVM summed the row's
+    a_c (z_c - m - lse) as sum(a z) - (m + lse) sum(a), which lost lse to m: loss 0."""
+    z = np.full((2, C), -1e30)
+    z[:, :3] = 1e30
+    z[:, 3] = -np.inf
+    z[1, 3] = -1e30  # and the same row without the -inf (the vectorised path)
+    z = z.astype(dtype)
+    y = np.array([1, 2])
+    labels = np.eye(C, dtype=np.float32)[y] if dense else y
+    m = fx.softmax_cross_entropy(z, labels, reduction="none")
+    np.testing.assert_allclose(m.loss, [math.log(3)] * 2, rtol=2e-6)
+    for ls in (0.1, 1.0):  # smoothing puts mass on the -inf logit: an infinite loss
+        m = fx.softmax_cross_entropy(z[:1], labels[:1], label_smoothing=ls, reduction="none")
+        assert m.loss[0] == np.inf
+
+
 @pytest.mark.parametrize("dense", [False, True], ids=["sparse", "dense"])
 def test_rows_of_2_24_classes_and_more(dense):
     """Rows of 2**24 classes or more are computed in float64 (a float32 count of a row's

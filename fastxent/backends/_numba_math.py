@@ -243,6 +243,7 @@ def _ir_sub_strict(builder, a, b):
 
 
 _sub_strict = _ir_intrinsic(types.float64, _ir_sub_strict)
+sub_strict = _sub_strict  # for the kernels: a difference that must not be reassociated
 
 
 _SQRT2 = math.sqrt(2.0)

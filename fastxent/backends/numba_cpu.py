@@ -96,6 +96,7 @@ from ._numba_math import (
     rowmax,
     rowmax_finite,
     store_at,
+    sub_strict,
     tb_acc,
     tb_init,
     tb_le_one,
@@ -493,7 +494,10 @@ def _slow_softmax_loss(zr, tr, yi, dense, ls, cw, cw_inside, from_logits, renorm
         if a != 0.0:
             v = np.float64(widen(zr, c))
             if from_logits:
-                g = (v - m) - lse
+                # (v - m) - lse as written, outside fast-math's reassociation: LLVM summed
+                # the a_c (v_c - m - lse) as sum(a v) - (m + lse) sum(a), so that a row of
+                # logits ~1e30 tied at the max, with a -inf, lost lse (loss 0, not log 3)
+                g = sub_strict(sub_strict(v, m), lse)
             else:
                 p = v * inv
                 p = min(max(p, eps), 1.0 - eps) if p == p else p
