@@ -19,6 +19,7 @@ from checks import (
     make_logits,
     skip_unsupported,
 )
+from tolerances import assert_loss_close
 
 import fastxent as fx
 
@@ -442,3 +443,23 @@ def test_lean_kernel_agrees_with_the_general_one(dtype):
     assert math.isfinite(want)
     assert lean == pytest.approx(gen, rel=1e-6)
     assert lean == pytest.approx(want, rel=1e-6 if dtype == np.float32 else 1e-13)
+
+
+@pytest.mark.parametrize("weighted", [False, True])  # the lean kernel, the per-row kernel
+def test_long_rows_of_repeated_element_losses(weighted):
+    """A row's loss is summed in float32 within blocks of numba_cpu.SUM_BLOCK elements and in
+    float64 across them: rows of 300k elements whose losses take five values (integer
+    logits) were 7.6e-5 off when the whole row was one float32 sum (each vector lane
+    rounding the same way thousands of times); now within the float32 tolerance."""
+    rng = np.random.default_rng(17)
+    C = 300_000
+    z = rng.integers(-2, 3, (3, C)).astype(np.float32)
+    t = (rng.random((3, C)) < 0.5).astype(np.float32)
+    x, tt = z.astype(np.float64), t.astype(np.float64)
+    el = np.maximum(x, 0) - x * tt + np.log1p(np.exp(-np.abs(x)))
+    want = np.array([math.fsum(r) / C for r in el])
+    sw = np.ones(3) if weighted else None
+    rows = fx.sigmoid_cross_entropy(z, t, sample_weight=sw, reduction="none").loss
+    assert_loss_close(rows, want, np.float32)
+    mean = fx.sigmoid_cross_entropy(z, t, sample_weight=sw).loss
+    assert_loss_close(mean, want.mean(), np.float32)
