@@ -11,7 +11,7 @@ Printed per workload: the median of ``--repeat`` samples of each, old / new, and
 the two gave the same counts, and the same exact loss sum bit for bit.
 
 Run:  PYTHONPATH=. python scripts/ab_cpu.py HEAD~1 [--workload E_bce D_dense] [--threads 1 2]
-      [--rows-div 4] [--chunk 65536] [--dtype float64]
+      [--rows-div 4] [--chunk 65536] [--dtype float64] [--smoothing 0.1] [--probs]
 
 ``--chunk R`` times a stream of engine calls on R-row slices instead of one call (the
 per-call overhead that streaming pays); "same" then compares the streams' summed states.
@@ -97,6 +97,9 @@ def make(rows, C, labels, rng):
     return z, t
 
 
+_SOFTMAX_OPTS: dict = {}  # --smoothing / --probs: the softmax calls' other options
+
+
 def call(mod, labels, z, lab, chunk=0):
     if chunk:  # a stream of engine calls, their states added as the Evaluator adds them
         part = call(mod, labels, z[:chunk], lab[:chunk])
@@ -109,7 +112,8 @@ def call(mod, labels, z, lab, chunk=0):
     if labels == "multihot":
         return mod.sigmoid_xent(z, lab, SigmoidOptions())
     ks = (5,) if labels.endswith("top5") else ()
-    return mod.softmax_xent(z, lab, SoftmaxOptions(dense=labels.startswith("onehot"), ks=ks))
+    return mod.softmax_xent(z, lab, SoftmaxOptions(dense=labels.startswith("onehot"), ks=ks,
+                                                   **_SOFTMAX_OPTS))
 
 
 def main(argv=None):
@@ -122,13 +126,21 @@ def main(argv=None):
     ap.add_argument("--chunk", type=int, default=0, help="rows per call (0: one call)")
     ap.add_argument("--dtype", default="float32", choices=["float32", "float64"],
                     help="the predictions' dtype")
+    ap.add_argument("--smoothing", type=float, default=0.0,
+                    help="softmax label smoothing (the kernels' sums path)")
+    ap.add_argument("--probs", action="store_true",
+                    help="softmax on probabilities (the rows' softmax) instead of logits")
     a = ap.parse_args(argv)
+    _SOFTMAX_OPTS.update(label_smoothing=a.smoothing, from_logits=not a.probs)
     try:
         old = load_old(a.rev)
         rng = np.random.default_rng(0)
         for w in a.workload:
             rows, C, labels = WORKLOADS[w]
             z, lab = make(max(1, rows // a.rows_div), C, labels, rng)
+            if a.probs and labels != "multihot":
+                z = np.exp(z - z.max(axis=1, keepdims=True))
+                z /= z.sum(axis=1, keepdims=True)
             z = z.astype(a.dtype, copy=False)
             po, pn = call(old, labels, z, lab, a.chunk), call(new, labels, z, lab, a.chunk)
             same = (f"same counts: {np.array_equal(po.counts, pn.counts)}, "

@@ -543,6 +543,67 @@ def _accumulate_softmax_row(counts, bins, wl, w, swi, correct, hits_row, ks, wei
                 _bin_add(bins, X_TOPK + j, swi)
 
 
+@jit_inline
+def _sparse_logit_sums(zr, cw, m, one):
+    """The sums pass of ``_softmax_sparse`` from logits with smoothing or class weights:
+    (sum of exp(d) below the max, count of d == 0, sum d, sum cw d), d = z - m; float32
+    within SUM_BLOCKs, float64 across them. A function of its own: written into the kernel,
+    the blocked loops changed how LLVM compiled the kernel's default pass, and its loss bits
+    (tests/test_sparse_plain.py pins them to _softmax_sparse_plain's)."""
+    wide_vectors()
+    zero = one - one
+    neq = zero
+    s64 = 0.0
+    sd64 = 0.0
+    scd64 = 0.0
+    for b0 in range(0, zr.shape[0], SUM_BLOCK):
+        zb = zr[b0:b0 + SUM_BLOCK]
+        cwb = cw[b0:b0 + SUM_BLOCK]
+        s = zero
+        sd = zero
+        scd = zero
+        for c in range(zb.shape[0]):
+            d = widen(zb, c) - m
+            e = fexp_nonpos(d)  # unconditional: a select, not a branch
+            s += e if d < zero else zero
+            neq += one if d == zero else zero
+            sd += d
+            scd += cwb[c] * d
+        s64 += np.float64(s)
+        sd64 += np.float64(sd)
+        scd64 += np.float64(scd)
+    return cast_like(s64, one), neq, cast_like(sd64, one), cast_like(scd64, one)
+
+
+@jit_inline
+def _sparse_prob_sums(zr, cw, m, inv, epsc, hi_clip, one):
+    """The pass of ``_softmax_sparse`` over probabilities: (count of p == m, sum log p, sum
+    cw log p), p = clip(z inv); float32 within SUM_BLOCKs, float64 across them (see
+    ``_sparse_logit_sums``)."""
+    wide_vectors()
+    zero = one - one
+    neq = zero
+    slp64 = 0.0
+    sclp64 = 0.0
+    for b0 in range(0, zr.shape[0], SUM_BLOCK):
+        zb = zr[b0:b0 + SUM_BLOCK]
+        cwb = cw[b0:b0 + SUM_BLOCK]
+        slp = zero
+        sclp = zero
+        for c in range(zb.shape[0]):
+            v = widen(zb, c)
+            neq += one if v == m else zero
+            p = v * inv
+            p = p if p > epsc else epsc
+            p = p if p < hi_clip else hi_clip
+            lp = flog(p)
+            slp += lp
+            sclp += cwb[c] * lp
+        slp64 += np.float64(slp)
+        sclp64 += np.float64(sclp)
+    return neq, cast_like(slp64, one), cast_like(sclp64, one)
+
+
 @jit_rows
 def _softmax_sparse(
     # data
@@ -659,13 +720,16 @@ def _softmax_sparse(
                         if need_sums:
                             s = zero
                             neq = zero
-                            for c in range(C):
-                                d = widen(zr, c) - m
-                                e = fexp_nonpos(d)  # unconditional: a select, not a branch
-                                s += e if d < zero else zero
-                                neq += one if d == zero else zero
-                                sd += d
-                                scd += cw[c] * d
+                            if C > SUM_BLOCK:  # long rows: float64 across blocks
+                                s, neq, sd, scd = _sparse_logit_sums(zr, cw, m, one)
+                            else:
+                                for c in range(C):
+                                    d = widen(zr, c) - m
+                                    e = fexp_nonpos(d)  # unconditional: a select
+                                    s += e if d < zero else zero
+                                    neq += one if d == zero else zero
+                                    sd += d
+                                    scd += cw[c] * d
                         lse = flogsum(neq, s)
                         dy = zy - m
                         # 3. loss = -sum_c a_c (d_c - L)
@@ -679,15 +743,19 @@ def _softmax_sparse(
                         neq = zero
                         slp = zero
                         sclp = zero
-                        for c in range(C):
-                            v = widen(zr, c)
-                            neq += one if v == m else zero
-                            p = v * inv
-                            p = p if p > epsc else epsc
-                            p = p if p < hi_clip else hi_clip
-                            lp = flog(p)
-                            slp += lp
-                            sclp += cw[c] * lp
+                        if C > SUM_BLOCK:  # long rows: float64 across blocks
+                            neq, slp, sclp = _sparse_prob_sums(zr, cw, m, inv, epsc, hi_clip,
+                                                               one)
+                        else:
+                            for c in range(C):
+                                v = widen(zr, c)
+                                neq += one if v == m else zero
+                                p = v * inv
+                                p = p if p > epsc else epsc
+                                p = p if p < hi_clip else hi_clip
+                                lp = flog(p)
+                                slp += lp
+                                sclp += cw[c] * lp
                         py = zy * inv
                         py = py if py > epsc else epsc
                         py = py if py < hi_clip else hi_clip
@@ -1415,6 +1483,89 @@ def _dense_row_weight(tr, cw64):
     return acc
 
 
+@jit_inline
+def _dense_logit_sums(zr, tr, cw, m, thrc, one):
+    """``_softmax_dense``'s pass from logits with smoothing or class weights, for a row
+    longer than SUM_BLOCK: (sum of exp(d) below the max, count of d == 0, element hits,
+    and in float64 sum t d, sum d, sum cw t, sum cw t d, sum cw d), d = z - m; float32
+    within blocks, float64 across them (see ``_sparse_logit_sums``)."""
+    wide_vectors()
+    zero = one - one
+    half = cast_like(0.5, one)
+    neq = zero
+    er = zero
+    f_s = f_std = f_sd = f_sct = f_sctd = f_scd = 0.0
+    for b0 in range(0, zr.shape[0], SUM_BLOCK):
+        zb = zr[b0:b0 + SUM_BLOCK]
+        tbk = tr[b0:b0 + SUM_BLOCK]
+        cwb = cw[b0:b0 + SUM_BLOCK]
+        s = zero
+        std = zero
+        sd = zero
+        sct = zero
+        sctd = zero
+        scd = zero
+        for c in range(zb.shape[0]):
+            v = widen(zb, c)
+            tv = cast_like(widen(tbk, c), one)
+            d = v - m
+            e = fexp_nonpos(d)  # unconditional: a select, not a branch
+            s += e if d < zero else zero
+            neq += one if d == zero else zero
+            std += tv * d
+            sd += d
+            sct += cwb[c] * tv
+            sctd += cwb[c] * tv * d
+            scd += cwb[c] * d
+            er += one if ((v > thrc) == (tv > half)) else zero
+        f_s += np.float64(s)
+        f_std += np.float64(std)
+        f_sd += np.float64(sd)
+        f_sct += np.float64(sct)
+        f_sctd += np.float64(sctd)
+        f_scd += np.float64(scd)
+    return cast_like(f_s, one), neq, er, f_std, f_sd, f_sct, f_sctd, f_scd
+
+
+@jit_inline
+def _dense_prob_sums(zr, tr, cw, m, inv, epsc, hi_clip, thrc, one):
+    """``_softmax_dense``'s pass over probabilities for a row longer than SUM_BLOCK: (count
+    of p == m, element hits, and in float64 sum t log p, sum log p, sum cw t log p, sum cw
+    log p), p = clip(z inv); float32 within blocks, float64 across them."""
+    wide_vectors()
+    zero = one - one
+    half = cast_like(0.5, one)
+    neq = zero
+    er = zero
+    f_std = f_sd = f_sctd = f_scd = 0.0
+    for b0 in range(0, zr.shape[0], SUM_BLOCK):
+        zb = zr[b0:b0 + SUM_BLOCK]
+        tbk = tr[b0:b0 + SUM_BLOCK]
+        cwb = cw[b0:b0 + SUM_BLOCK]
+        std = zero
+        sd = zero
+        sctd = zero
+        scd = zero
+        for c in range(zb.shape[0]):
+            v = widen(zb, c)
+            tv = cast_like(widen(tbk, c), one)
+            neq += one if v == m else zero
+            p = v * inv
+            p = p if p > epsc else epsc
+            p = p if p < hi_clip else hi_clip
+            lp = flog(p)
+            std += tv * lp
+            sd += lp
+            sctd += cwb[c] * tv * lp
+            scd += cwb[c] * lp
+            er += one if ((v > thrc) == (tv > half)) else zero
+        f_std += np.float64(std)
+        f_sd += np.float64(sd)
+        f_sctd += np.float64(sctd)
+        f_scd += np.float64(scd)
+    return neq, er, f_std, f_sd, f_sctd, f_scd
+
+
 @jit_rows
 def _softmax_dense(
     # data
@@ -1527,7 +1678,10 @@ def _softmax_dense(
                 scd = zero
                 if from_logits:
                     s = zero
-                    if need_sums:
+                    if need_sums and C > SUM_BLOCK:  # long rows: float64 across blocks
+                        s, neq, er, f_std, f_sd, f_sct, f_sctd, f_scd = _dense_logit_sums(
+                            zr, tr, cw, m, thrc, one)
+                    elif need_sums:
                         for c in range(C):
                             v = widen(zr, c)
                             tv = cast_like(widen(tr, c), one)
@@ -1541,6 +1695,11 @@ def _softmax_dense(
                             sctd += cw[c] * tv * d
                             scd += cw[c] * d
                             er += one if ((v > thrc) == (tv > half)) else zero
+                        f_std = np.float64(std)
+                        f_sd = np.float64(sd)
+                        f_sct = np.float64(sct)
+                        f_sctd = np.float64(sctd)
+                        f_scd = np.float64(scd)
                     else:
                         # no smoothing, no class weights: the four sums the loss needs only
                         for c in range(C):
@@ -1552,38 +1711,49 @@ def _softmax_dense(
                             neq += one if d == zero else zero
                             std += tv * d
                             er += one if ((v > thrc) == (tv > half)) else zero
-                        sct = st  # unit class weights (cw_inside without weights: PyTorch)
-                        sctd = std
+                        # unit class weights (cw_inside without weights: PyTorch)
+                        f_std = np.float64(std)
+                        f_sd = np.float64(sd)
+                        f_sct = np.float64(st)
+                        f_sctd = f_std
+                        f_scd = np.float64(scd)
                     lse = flogsum(neq, s)
                     # 3. loss = -sum_c a_c (d_c - L) = L sum(a) - sum(a d)
                     L, a1, aC = np.float64(lse), np.float64(omls), np.float64(lsC)
                     if cw_inside:
-                        loss = (L * (a1 * np.float64(sct) + aC * sumcw)
-                                - (a1 * np.float64(sctd) + aC * np.float64(scd)))
+                        loss = (L * (a1 * f_sct + aC * sumcw) - (a1 * f_sctd + aC * f_scd))
                     else:
                         loss = (L * (a1 * np.float64(st) + np.float64(lsc))
-                                - (a1 * np.float64(std) + aC * np.float64(sd)))
+                                - (a1 * f_std + aC * f_sd))
                 else:
                     inv = one / tot if renorm else one
-                    for c in range(C):
-                        v = widen(zr, c)
-                        tv = cast_like(widen(tr, c), one)
-                        neq += one if v == m else zero
-                        p = v * inv
-                        p = p if p > epsc else epsc
-                        p = p if p < hi_clip else hi_clip
-                        lp = flog(p)
-                        std += tv * lp
-                        sd += lp
-                        sct += cw[c] * tv
-                        sctd += cw[c] * tv * lp
-                        scd += cw[c] * lp
-                        er += one if ((v > thrc) == (tv > half)) else zero
+                    if C > SUM_BLOCK:  # long rows: float64 across blocks
+                        neq, er, f_std, f_sd, f_sctd, f_scd = _dense_prob_sums(
+                            zr, tr, cw, m, inv, epsc, hi_clip, thrc, one)
+                    else:
+                        for c in range(C):
+                            v = widen(zr, c)
+                            tv = cast_like(widen(tr, c), one)
+                            neq += one if v == m else zero
+                            p = v * inv
+                            p = p if p > epsc else epsc
+                            p = p if p < hi_clip else hi_clip
+                            lp = flog(p)
+                            std += tv * lp
+                            sd += lp
+                            sct += cw[c] * tv
+                            sctd += cw[c] * tv * lp
+                            scd += cw[c] * lp
+                            er += one if ((v > thrc) == (tv > half)) else zero
+                        f_std = np.float64(std)
+                        f_sd = np.float64(sd)
+                        f_sctd = np.float64(sctd)
+                        f_scd = np.float64(scd)
                     a1, aC = np.float64(omls), np.float64(lsC)
                     if cw_inside:
-                        loss = -(a1 * np.float64(sctd) + aC * np.float64(scd))
+                        loss = -(a1 * f_sctd + aC * f_scd)
                     else:
-                        loss = -(a1 * np.float64(std) + aC * np.float64(sd))
+                        loss = -(a1 * f_std + aC * f_sd)
                 if zy == m:
                     correct = neq == one or _first_index_of(zr, m) == ty
             else:
