@@ -343,10 +343,12 @@ def _rank(zr, y, zy, any_tie):
 
 
 ROW_BLOCK_BYTES = 4096  # the sparse kernel's blocks of a long row (``_row_exp_sum``)
-# A sigmoid row's loss is summed in float32 over blocks of SUM_BLOCK elements, and the
-# blocks' sums in float64: the float32 sum of a whole row of 300k repeated element losses
-# was 7.6e-5 off (torch: 2.7e-7), as each vector lane's partial sum rounded the same way
-# thousands of times. A row of at most SUM_BLOCK elements keeps its float32 sum's bits.
+# A sigmoid row's loss, and the softmax sums that smoothing, class weights and probabilities
+# need, are summed in float32 over blocks of SUM_BLOCK elements and in float64 across the
+# blocks: one float32 sum over a row of 300k repeated terms was 7.6e-5 (sigmoid) and 1.2e-4
+# (smoothed probabilities) off (torch: 3e-7 to 8e-7), as each vector lane's partial sum
+# rounded the same way thousands of times. A row of at most SUM_BLOCK elements keeps its
+# float32 sums' bits.
 SUM_BLOCK = 2048
 
 
@@ -547,9 +549,10 @@ def _accumulate_softmax_row(counts, bins, wl, w, swi, correct, hits_row, ks, wei
 def _sparse_logit_sums(zr, cw, m, one):
     """The sums pass of ``_softmax_sparse`` from logits with smoothing or class weights:
     (sum of exp(d) below the max, count of d == 0, sum d, sum cw d), d = z - m; float32
-    within SUM_BLOCKs, float64 across them. A function of its own: written into the kernel,
-    the blocked loops changed how LLVM compiled the kernel's default pass, and its loss bits
-    (tests/test_sparse_plain.py pins them to _softmax_sparse_plain's)."""
+    within SUM_BLOCKs, float64 across them. Called for rows longer than SUM_BLOCK only;
+    shorter rows keep the kernel's own loop: with the blocked loop in its place (written
+    in, or as this call), LLVM compiled the kernel's default pass otherwise and its loss
+    bits changed (tests/test_sparse_plain.py pins them to _softmax_sparse_plain's)."""
     wide_vectors()
     zero = one - one
     neq = zero
