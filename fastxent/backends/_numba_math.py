@@ -970,15 +970,15 @@ _ONE_BITS32 = np.int32(0x3F800000)
 
 
 @intrinsic
-def _umax32(typingctx, a, b):
-    """Unsigned max of two int32 bit patterns (vectorises to vpmaxud)."""
-    if a != types.int32 or b != types.int32:
+def _umax(typingctx, a, b):
+    """Unsigned max of two int32 (vectorises to vpmaxud) or two int64 bit patterns."""
+    if a != b or a not in (types.int32, types.int64):
         return None
 
     def codegen(context, builder, signature, args):
         return builder.select(builder.icmp_unsigned(">", args[0], args[1]), args[0], args[1])
 
-    return types.int32(a, b), codegen
+    return a(a, b), codegen
 
 
 @intrinsic
@@ -1017,7 +1017,7 @@ def _ov_xt_init(one):
 @overload(xt_acc)
 def _ov_xt_acc(acc, x, t):
     if x == types.float32 and t == types.float32:
-        return lambda acc, x, t: _umax32(acc, _umax32(_f32_abs_bits_half(x), f32_as_i32(t)))
+        return lambda acc, x, t: _umax(acc, _umax(_f32_abs_bits_half(x), f32_as_i32(t)))
     if isinstance(x, types.Float) and t == types.float64:  # float64 compute (x may be narrower)
         return lambda acc, x, t: acc + nonfinite(x) + (0.0 if (t >= 0.0 and t <= 1.0) else 1.0)
 
@@ -1104,18 +1104,6 @@ def _bin_key(typingctx, x):
     return rty(x), codegen
 
 
-@intrinsic
-def _umax(typingctx, a, b):
-    """Unsigned max of two int32 or two int64 bit patterns."""
-    if a != b or a not in (types.int32, types.int64):
-        return None
-
-    def codegen(context, builder, signature, args):
-        return builder.select(builder.icmp_unsigned(">", args[0], args[1]), args[0], args[1])
-
-    return a(a, b), codegen
-
-
 @overload(bin_init)
 def _ov_bin_init(one):
     if one == types.float32:
@@ -1147,7 +1135,7 @@ def _ov_tb_init(one):
 @overload(tb_acc)
 def _ov_tb_acc(acc, t):
     if t == types.float32:
-        return lambda acc, t: _umax32(acc, f32_as_i32(t))
+        return lambda acc, t: _umax(acc, f32_as_i32(t))
     if t == types.float64:
         return lambda acc, t: acc
 

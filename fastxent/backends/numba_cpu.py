@@ -1744,7 +1744,6 @@ def _softmax_dense(
                             lp = flog(p)
                             std += tv * lp
                             sd += lp
-                            sct += cw[c] * tv
                             sctd += cw[c] * tv * lp
                             scd += cw[c] * lp
                             er += one if ((v > thrc) == (tv > half)) else zero
