@@ -132,60 +132,37 @@ def _tricky_label_rows(rng, C, dtype):
     return t
 
 
-@pytest.mark.parametrize("small_c", [True, False])  # the tile kernel, the per-row kernel
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("C", [3, 10, 33, 100])
-def test_dense_label_statistics_against_numpy(monkeypatch, small_c, dtype, C):
-    """BINARY / ONEHOT / SUM1 counts and the first bad row equal a NumPy count, with the
-    tricky values in one-hot rows (one extra element) spread over several tiles."""
-    rng = np.random.default_rng([C, np.dtype(dtype).itemsize])
-    t = _tricky_label_rows(rng, C, dtype)
-    z = rng.standard_normal(t.shape).astype(dtype)
-    monkeypatch.setattr(K, "SMALL_C", K.SMALL_C if small_c else 0)
-    got = K.softmax_xent(z, t, SoftmaxOptions(dense=True))
-    t64 = t.astype(np.float64)
-    binary = np.all((t64 == 0) | (t64 == 1), axis=1)
-    onehot = binary & ((t64 == 1).sum(axis=1) == 1)
-    sum1 = np.abs(t64.sum(axis=1) - 1.0) <= config.SUM_TO_ONE_TOL
-    bad = np.flatnonzero(~np.all(np.isfinite(t64) & (t64 >= 0), axis=1))
-    assert got.counts[S.BINARY] == binary.sum()
-    assert got.counts[S.ONEHOT] == onehot.sum()
-    assert got.counts[S.SUM1] == sum1.sum()
-    assert got.first_bad == bad[0]
-    assert len(bad) == 6  # -1e-30, NaN, inf, each twice
-
-
-@pytest.mark.parametrize("small_c", [True, False])  # the tile kernel, the lean row kernel
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("C", [3, 10, 33, 100])
-def test_sigmoid_label_statistics_against_numpy(monkeypatch, small_c, dtype, C):
-    """As above for the sigmoid kernels, where a target above 1 is bad too."""
-    rng = np.random.default_rng([C, np.dtype(dtype).itemsize, 1])
-    t = _tricky_label_rows(rng, C, dtype)
-    z = rng.standard_normal(t.shape).astype(dtype)
-    monkeypatch.setattr(K, "SMALL_C", K.SMALL_C if small_c else 0)
-    got = K.sigmoid_xent(z, t, SigmoidOptions())
-    t64 = t.astype(np.float64)
-    binary = np.all((t64 == 0) | (t64 == 1), axis=1)
-    onehot = binary & ((t64 == 1).sum(axis=1) == 1)
-    sum1 = np.abs(t64.sum(axis=1) - 1.0) <= config.SUM_TO_ONE_TOL
-    bad = np.flatnonzero(~np.all((t64 >= 0) & (t64 <= 1), axis=1))
-    assert got.counts[S.BINARY] == binary.sum()
-    assert got.counts[S.ONEHOT] == onehot.sum()
-    assert got.counts[S.SUM1] == sum1.sum()
-    assert got.first_bad == bad[0]
-    assert len(bad) == 10  # 1 + 2**-23, 2, -1e-30, NaN, inf, each twice
-
-
 def _label_stats_numpy(t64, sigmoid):
-    """BINARY, ONEHOT, SUM1 counts and the first bad row, from float64 targets."""
+    """Per row of float64 targets: 0/1, one-hot, sums to 1 (masks), and the indices of the
+    bad rows (softmax: a negative or non-finite label; sigmoid: a target outside [0, 1])."""
     binary = np.all((t64 == 0) | (t64 == 1), axis=1)
     onehot = binary & ((t64 == 1).sum(axis=1) == 1)
     with np.errstate(invalid="ignore"):  # inf + -inf in a bad row
         sum1 = np.abs(t64.sum(axis=1) - 1.0) <= config.SUM_TO_ONE_TOL
     ok = (t64 >= 0) & (t64 <= 1) if sigmoid else np.isfinite(t64) & (t64 >= 0)
-    bad = np.flatnonzero(~np.all(ok, axis=1))
-    return binary.sum(), onehot.sum(), sum1.sum(), (int(bad[0]) if len(bad) else -1)
+    return binary, onehot, sum1, np.flatnonzero(~np.all(ok, axis=1))
+
+
+# (sigmoid, bad rows): softmax, -1e-30, NaN, inf each twice; sigmoid also 1 + 2**-23 and 2
+@pytest.mark.parametrize("sigmoid, n_bad", [(False, 6), (True, 10)], ids=["softmax", "sigmoid"])
+@pytest.mark.parametrize("small_c", [True, False])  # the tile kernels, the row kernels
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("C", [3, 10, 33, 100])
+def test_label_statistics_against_numpy(monkeypatch, sigmoid, n_bad, small_c, dtype, C):
+    """BINARY / ONEHOT / SUM1 counts and the first bad row equal a NumPy count, with the
+    tricky values in one-hot rows spread over several tiles."""
+    rng = np.random.default_rng([C, np.dtype(dtype).itemsize, int(sigmoid)])
+    t = _tricky_label_rows(rng, C, dtype)
+    z = rng.standard_normal(t.shape).astype(dtype)
+    monkeypatch.setattr(K, "SMALL_C", K.SMALL_C if small_c else 0)
+    got = (K.sigmoid_xent(z, t, SigmoidOptions()) if sigmoid
+           else K.softmax_xent(z, t, SoftmaxOptions(dense=True)))
+    binary, onehot, sum1, bad = _label_stats_numpy(t.astype(np.float64), sigmoid)
+    assert got.counts[S.BINARY] == binary.sum()
+    assert got.counts[S.ONEHOT] == onehot.sum()
+    assert got.counts[S.SUM1] == sum1.sum()
+    assert got.first_bad == bad[0]
+    assert len(bad) == n_bad
 
 
 _STRAY = [0.0, -0.0, 1.0, 1e-30, 1e-45, 2.0**-24, 1.0 - 2.0**-24, 1.0 - 2.0**-11, 0.5,
@@ -219,17 +196,17 @@ def test_label_statistics_property(n, C, base, dtype, sigmoid, small_c, seed, st
     finally:
         monkeypatch.undo()
     t64 = t.astype(np.float64)
-    want = _label_stats_numpy(t64, sigmoid)
+    binary, onehot, sum1, bad = _label_stats_numpy(t64, sigmoid)
+    first_bad = int(bad[0]) if len(bad) else -1
     assert (got.counts[S.BINARY], got.counts[S.ONEHOT], got.counts[S.SUM1],
-            got.first_bad) == want
-    if want[3] < 0 and n:  # no bad row: the element-wise and categorical counts too
+            got.first_bad) == (binary.sum(), onehot.sum(), sum1.sum(), first_bad)
+    if first_bad < 0 and n:  # no bad row: the element-wise and categorical counts too
         hit = (z > 0) == (t64 > 0.5)
         assert got.counts[S.ELEM] == hit.sum()
         assert got.counts[S.EXACT] == hit.all(axis=1).sum()
         same = np.argmax(z, axis=1) == np.argmax(t64, axis=1)  # first argmaxes
         if sigmoid:  # CAT over exactly one-hot rows only
-            binary = np.all((t64 == 0) | (t64 == 1), axis=1)
-            same &= binary & ((t64 == 1).sum(axis=1) == 1)
+            same &= onehot
         assert got.counts[S.CAT] == same.sum()
 
 
